@@ -1,0 +1,188 @@
+//! Command line. Doc comments are the help text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dockmaster",
+    version,
+    about = "Build, release and roll back a docker compose service from a git checkout, with no registry.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Compose file (repeatable, as with compose). Default: COMPOSE_FILE, else
+    /// compose.yaml / docker-compose.yml here or in a parent directory.
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The compose service to release, when the compose file has several with `build:`.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Where the history and lock live. Default: `state_dir` in dockmaster.toml, else
+    /// $DOCKMASTER_STATE_DIR, else $XDG_STATE_HOME/dockmaster or ~/.local/state/dockmaster.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Wait this long for another operation's lock instead of exiting 3 (e.g. 2m).
+    #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
+    pub wait_lock: Option<Duration>,
+    /// More detail on stderr (every external command, with its status).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Update the checkout, build the release, put it live, gate on health.
+    Deploy(DeployArgs),
+    /// Put a kept release live again (default: the newest known-good one before the live one).
+    Rollback(RollbackArgs),
+    /// List the kept releases, newest first.
+    Releases(ReleasesArgs),
+    /// Remove old releases; never the live one, the rollback target, `latest` or one in use.
+    Prune(PruneArgs),
+    /// What is live, its health, and whether it is what dockmaster put there.
+    Status(JsonArg),
+    /// The recorded deploys, rollbacks and prunes, newest first.
+    History(HistoryArgs),
+    /// The live container's logs.
+    Logs(LogsArgs),
+    /// Check the setup: engine, compose, checkout, disk, health check, restarts, drift.
+    Doctor(JsonArg),
+    /// Disk use of the app's images: total, shared, reclaimable.
+    Df(JsonArg),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DeployArgs {
+    /// Deploy the checkout as it is, without fetching.
+    #[arg(long)]
+    pub no_pull: bool,
+    /// If the new release fails its health gate, leave it in place (no automatic rollback).
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Health gate timeout (default 60s, or [health] timeout in dockmaster.toml).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Say what would happen; change nothing (no fetch, no build, no switch).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Answer yes to questions.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RollbackArgs {
+    /// The release to put live, e.g. 2026.01.09-def4567.
+    pub tag: Option<String>,
+    /// Answer yes to questions (re-deploying the live release).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Health gate timeout (default 60s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReleasesArgs {
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PruneArgs {
+    /// Keep the N newest releases (by build time).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Remove only releases built longer ago than this (e.g. 14d).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub older_than: Option<Duration>,
+    /// Print what would go and the space it would free; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove untagged images left by this app's builds.
+    #[arg(long)]
+    pub dangling: bool,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct JsonArg {
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct HistoryArgs {
+    /// Show at most N events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LogsArgs {
+    /// Number of lines from the end.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub tail: usize,
+    /// Follow the log. After `logs`, `-f` means this (as in `docker logs -f`); name the
+    /// compose file there with `--file`.
+    #[arg(long = "follow")]
+    pub follow: bool,
+}
+
+/// `60s`, `2m`, `14d`, `1h30m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); try 90s, 5m or 14d"))
+}
+
+/// `-f` is `--file` everywhere (the contract) except after `logs`, where it is `--follow`
+/// (also the contract, and what `docker logs -f` taught everyone).
+pub fn rewrite_logs_follow(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut seen_logs = false;
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip_value = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || skip_value {
+            skip_value = false;
+            out.push(arg);
+            continue;
+        }
+        let s = arg.to_string_lossy();
+        if !seen_logs && (s == "-f" || s == "--file" || s == "--service" || s == "--state-dir" || s == "--wait-lock") {
+            skip_value = true;
+        } else if !seen_logs && s == "logs" {
+            seen_logs = true;
+        } else if seen_logs && s == "-f" {
+            out.push("--follow".into());
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}

@@ -1,0 +1,22 @@
+//! `dockmaster logs`: the live container's logs.
+
+use crate::cli::LogsArgs;
+use crate::commands::Ctx;
+use crate::error::{Error, Result, exit};
+
+pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<u8> {
+    let app = &ctx.app;
+    let container = ctx
+        .engine
+        .service_container(&app.project.name, &app.service)
+        .await?
+        .ok_or_else(|| {
+            Error::failed(format!(
+                "service `{}` of project `{}` has no container",
+                app.service, app.project.name
+            ))
+            .hint("`dockmaster deploy` puts a release live")
+        })?;
+    ctx.engine.follow_logs(&container.id, args.tail, args.follow).await?;
+    Ok(exit::OK)
+}

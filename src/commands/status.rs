@@ -1,0 +1,176 @@
+//! `dockmaster status`: what is live, how it is doing, and whether it is what dockmaster
+//! put there.
+
+use serde::Serialize;
+
+use crate::cli::JsonArg;
+use crate::commands::golive::short_id;
+use crate::commands::{Ctx, rollback_target};
+use crate::error::{Result, exit};
+use crate::history::Event;
+use crate::output::{human_duration, human_size};
+
+#[derive(Serialize)]
+struct Report {
+    service: String,
+    project: String,
+    repository: String,
+    /// The live release's tag, when the container runs one.
+    live: Option<String>,
+    container: Option<ContainerReport>,
+    /// The release dockmaster last put live, by its history.
+    recorded_live: Option<String>,
+    /// Whether the container runs what dockmaster last put live (None: no record yet).
+    matches_record: Option<bool>,
+    /// Whether `<repository>:latest` names the live image (None: no latest tag).
+    latest_matches: Option<bool>,
+    rollback_target: Option<String>,
+    releases: usize,
+    disk_bytes: i64,
+    last_event: Option<Event>,
+}
+
+#[derive(Serialize)]
+struct ContainerReport {
+    name: String,
+    id: String,
+    image: String,
+    image_id: String,
+    state: String,
+    health: Option<String>,
+    started_at: Option<String>,
+    uptime_seconds: Option<i64>,
+    restarts: i64,
+}
+
+pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
+    let app = &ctx.app;
+    let p = &ctx.printer;
+    let releases = ctx.engine.releases(&app.repository).await?;
+    let live = ctx.live(&releases).await?;
+    let history = ctx.history()?;
+    let marks = history.marks()?;
+    let events = history.events(Some(1))?;
+    let recorded = history.last_put_live()?;
+    let live_tag = live.as_ref().and_then(|l| l.tag_string());
+    let latest_id = ctx.engine.image_id(&app.image_ref("latest")).await?;
+    let target = rollback_target(&releases, live.as_ref().and_then(|l| l.release.as_ref()), &marks)
+        .map(|(r, _)| r.tag.to_string());
+    // Disk use: each image once, even if it carries several release tags.
+    let mut seen = std::collections::HashSet::new();
+    let disk: i64 = releases
+        .iter()
+        .filter(|r| seen.insert(r.image_id.clone()))
+        .map(|r| r.size_bytes)
+        .sum();
+    let now = jiff::Timestamp::now();
+    let report = Report {
+        service: app.service.clone(),
+        project: app.project.name.clone(),
+        repository: app.repository.clone(),
+        live: live_tag.clone(),
+        container: live.as_ref().map(|l| {
+            let c = &l.container;
+            ContainerReport {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                image: c.image_ref.clone(),
+                image_id: c.image_id.clone(),
+                state: c.state.clone(),
+                health: c.health.clone(),
+                started_at: c.started_at.map(|t| t.to_string()),
+                uptime_seconds: c
+                    .started_at
+                    .filter(|_| c.running)
+                    .map(|t| now.as_second() - t.as_second()),
+                restarts: c.restart_count,
+            }
+        }),
+        matches_record: recorded.as_ref().map(|r| Some(r) == live_tag.as_ref()),
+        recorded_live: recorded.clone(),
+        latest_matches: latest_id
+            .as_ref()
+            .map(|id| live.as_ref().is_some_and(|l| &l.container.image_id == id)),
+        rollback_target: target.clone(),
+        releases: releases.len(),
+        disk_bytes: disk,
+        last_event: events.into_iter().next(),
+    };
+    if args.json {
+        p.json(&report);
+        return Ok(exit::OK);
+    }
+    let mut lines = vec![format!(
+        "service:        {} (project {}, repository {})",
+        app.service, app.project.name, app.repository
+    )];
+    match &report.container {
+        None => lines.push("live:           nothing: the service has no container".into()),
+        Some(c) => {
+            lines.push(format!(
+                "live:           {}",
+                live_tag.clone().unwrap_or_else(|| format!("{} (not a release of {})", c.image, app.repository))
+            ));
+            lines.push(format!(
+                "container:      {} ({}), {}{}",
+                c.name,
+                short_id(&c.id),
+                c.state,
+                c.health.as_ref().map(|h| format!(", {h}")).unwrap_or_default()
+            ));
+            if let Some(up) = c.uptime_seconds {
+                lines.push(format!(
+                    "uptime:         {}",
+                    human_duration(std::time::Duration::from_secs(up.max(0) as u64))
+                ));
+            }
+            lines.push(format!("restarts:       {}", c.restarts));
+        }
+    }
+    lines.push(match (&recorded, report.matches_record) {
+        (None, _) => "dockmaster put: no record yet (no deploy or rollback by dockmaster)".into(),
+        (Some(r), Some(true)) => format!("dockmaster put: {r} — matches what runs"),
+        (Some(r), _) => format!(
+            "dockmaster put: {r} — DRIFT: the container runs {} instead",
+            report
+                .container
+                .as_ref()
+                .map_or("nothing".to_string(), |c| c.image.clone())
+        ),
+    });
+    lines.push(match report.latest_matches {
+        None => format!("latest:         {} does not exist", app.image_ref("latest")),
+        Some(true) => "latest:         names the live image".into(),
+        Some(false) => format!(
+            "latest:         DRIFT: {} is not the live image (a plain `docker compose up -d` would change what runs)",
+            app.image_ref("latest")
+        ),
+    });
+    lines.push(format!(
+        "rollback to:    {}",
+        target.unwrap_or_else(|| "none (no older release that is not failed)".into())
+    ));
+    lines.push(format!(
+        "releases:       {} kept, {} on disk",
+        releases.len(),
+        human_size(disk)
+    ));
+    if let Some(e) = &report.last_event {
+        lines.push(format!(
+            "last event:     #{} {} {} → {}: {}{}",
+            e.id,
+            e.command,
+            e.from_release.as_deref().unwrap_or("-"),
+            e.to_release.as_deref().unwrap_or("-"),
+            e.outcome,
+            e.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+        ));
+        if e.outcome == "running" && crate::lock::Lock::is_free(&app.state_dir, &app.id()) {
+            lines.push(
+                "                that operation is no longer running (killed or crashed); what runs is shown above, and the next deploy or rollback proceeds".into(),
+            );
+        }
+    }
+    p.out(&lines.join("\n"));
+    Ok(exit::OK)
+}

@@ -1,0 +1,102 @@
+//! Image builds run through the `docker` CLI: it sends the context honouring
+//! `.dockerignore`, picks BuildKit or the legacy builder as the user's setup does, and its
+//! output is what users already know how to read when a build breaks.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::error::{Error, Result};
+use crate::output::Printer;
+
+pub struct BuildRequest {
+    pub image: String,
+    pub context: PathBuf,
+    pub dockerfile: Option<String>,
+    pub target: Option<String>,
+    pub args: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+}
+
+/// How many lines of a failed build to show again at the end.
+const TAIL: usize = 25;
+
+/// Build the image, streaming its output (a one-line progress display when stderr is a
+/// terminal, the plain lines otherwise). On failure the last lines are in the error.
+pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.arg("build").arg("--tag").arg(&req.image);
+    if let Some(f) = &req.dockerfile {
+        cmd.arg("--file").arg(req.context.join(f));
+    }
+    if let Some(t) = &req.target {
+        cmd.arg("--target").arg(t);
+    }
+    for (k, v) in &req.args {
+        cmd.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    for (k, v) in &req.labels {
+        cmd.arg("--label").arg(format!("{k}={v}"));
+    }
+    cmd.arg(&req.context);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // The build is ours to stop: if dockmaster is interrupted, the build goes with it.
+    cmd.kill_on_drop(true);
+    tracing::debug!(?cmd, "docker build");
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::failed(format!("cannot run `docker build`: {e}")).hint("install the docker CLI")
+    })?;
+    let stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
+    let stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
+    let progress = printer.progress(&format!("building {}", req.image));
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL);
+    let (mut out, mut err) = (stdout, stderr);
+    loop {
+        let line = tokio::select! {
+            l = next(&mut out), if out.is_some() => match l { Some(l) => l, None => { out = None; continue } },
+            l = next(&mut err), if err.is_some() => match l { Some(l) => l, None => { err = None; continue } },
+            else => break,
+        };
+        progress.line(&line);
+        if tail.len() == TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Error::failed(format!("`docker build` failed to run: {e}")))?;
+    progress.finish();
+    tracing::debug!(?status, "docker build finished");
+    if status.success() {
+        return Ok(());
+    }
+    let lines: Vec<String> = tail.into_iter().collect();
+    let space = lines.iter().any(|l| l.contains("no space left on device"));
+    let err = Error::failed(format!(
+        "the build of {} failed ({status}); its last lines:\n  {}",
+        req.image,
+        lines.join("\n  ")
+    ));
+    Err(if space {
+        err.hint("the disk is full: `dockmaster prune` and `docker image prune` free space; nothing live was changed")
+    } else {
+        err.hint("fix the build (the lines above say where) and deploy again; nothing live was changed")
+    })
+}
+
+async fn next(
+    lines: &mut Option<tokio::io::Lines<BufReader<impl tokio::io::AsyncRead + Unpin>>>,
+) -> Option<String> {
+    match lines {
+        Some(l) => l.next_line().await.ok().flatten(),
+        None => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            None
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The durable record of every deploy, rollback and prune, in SQLite.
+//!
+//! An event row is written when an operation starts (outcome `running`) and completed when
+//! it ends. A process killed in between leaves `running`, which the next operation (holding
+//! the lock, so certain that nobody runs) turns into `abandoned`: the history says that it
+//! did not see how the operation ended, never an outcome that did not happen.
+//!
+//! SQLite in WAL mode with a busy timeout survives crashes (every write is a committed
+//! transaction) and concurrent readers (`status`, `history`) during a deploy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fs_err as fs;
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+pub struct History {
+    conn: Connection,
+    app: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    Succeeded,
+    /// The new release failed and the previous one was put back.
+    RolledBack,
+    Failed,
+    Interrupted,
+    Abandoned,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mark {
+    KnownGood,
+    Failed,
+}
+
+impl Mark {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mark::KnownGood => "known-good",
+            Mark::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub user: String,
+    pub host: String,
+    pub command: String,
+    pub from_release: Option<String>,
+    pub to_release: Option<String>,
+    pub outcome: String,
+    pub duration_ms: Option<i64>,
+    pub reason: Option<String>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    app          TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    ended_at     TEXT,
+    user         TEXT NOT NULL,
+    host         TEXT NOT NULL,
+    command      TEXT NOT NULL,
+    from_release TEXT,
+    to_release   TEXT,
+    outcome      TEXT NOT NULL,
+    duration_ms  INTEGER,
+    reason       TEXT
+);
+CREATE INDEX IF NOT EXISTS events_app ON events (app, id);
+CREATE TABLE IF NOT EXISTS marks (
+    app  TEXT NOT NULL,
+    tag  TEXT NOT NULL,
+    mark TEXT NOT NULL,
+    at   TEXT NOT NULL,
+    PRIMARY KEY (app, tag)
+);
+";
+
+impl History {
+    pub fn open(state_dir: &Path, app: &str) -> Result<History> {
+        fs::create_dir_all(state_dir).map_err(|e| {
+            Error::failed(e.to_string()).hint("pick a writable place with --state-dir")
+        })?;
+        let path = state_dir.join("history.db");
+        let err = |e: rusqlite::Error| {
+            Error::failed(format!("cannot open the history {}: {e}", path.display()))
+                .hint("pick a writable place with --state-dir")
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(History {
+            conn,
+            app: app.to_string(),
+        })
+    }
+
+    /// Record that an operation starts; returns its id.
+    pub fn begin(&self, command: &str, from: Option<&str>, to: Option<&str>) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO events (app, started_at, user, host, command, from_release, to_release, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running')",
+                params![
+                    self.app,
+                    now(),
+                    whoami::username(),
+                    whoami::fallible::hostname().unwrap_or_else(|_| "unknown".into()),
+                    command,
+                    from,
+                    to
+                ],
+            )
+            .map_err(db)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn set_target(&self, id: i64, to: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE events SET to_release = ?2 WHERE id = ?1", params![id, to])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Record how an operation ended.
+    pub fn end(&self, id: i64, outcome: Outcome, reason: Option<&str>) -> Result<()> {
+        let started: String = self
+            .conn
+            .query_row("SELECT started_at FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .map_err(db)?;
+        let ended = Timestamp::now();
+        let ms = started
+            .parse::<Timestamp>()
+            .ok()
+            .map(|s| ended.duration_since(s).as_millis() as i64);
+        self.conn
+            .execute(
+                "UPDATE events SET ended_at = ?2, outcome = ?3, duration_ms = ?4, reason = ?5 WHERE id = ?1",
+                params![id, ended.to_string(), outcome.as_str(), ms, reason],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Turn the `running` events of a process that died into `abandoned`. Call only while
+    /// holding the app's lock.
+    pub fn close_abandoned(&self) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE events SET outcome = 'abandoned', reason = 'the process ended before recording an outcome (killed or crashed)'
+                 WHERE app = ?1 AND outcome = 'running'",
+                [&self.app],
+            )
+            .map_err(db)
+    }
+
+    /// Record the automatic rollback that followed a failed deploy, as its own event.
+    pub fn begin_end_auto_rollback(&self, from: &str, to: &str, reason: &str) -> Result<()> {
+        let id = self.begin("auto-rollback", Some(from), Some(to))?;
+        self.end(id, Outcome::Succeeded, Some(&format!("{from} failed: {reason}")))
+    }
+
+    pub fn mark(&self, tag: &str, mark: Mark) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO marks (app, tag, mark, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, tag) DO UPDATE SET mark = excluded.mark, at = excluded.at",
+                params![self.app, tag, mark.as_str(), now()],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub fn marks(&self) -> Result<std::collections::HashMap<String, Mark>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tag, mark FROM marks WHERE app = ?1")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([&self.app], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(db)?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let (tag, mark) = row.map_err(db)?;
+            let mark = if mark == "failed" { Mark::Failed } else { Mark::KnownGood };
+            out.insert(tag, mark);
+        }
+        Ok(out)
+    }
+
+    pub fn events(&self, limit: Option<usize>) -> Result<Vec<Event>> {
+        let limit = limit.map_or(-1, |l| l as i64);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, started_at, ended_at, user, host, command, from_release, to_release, outcome, duration_ms, reason
+                 FROM events WHERE app = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![self.app, limit], |r| {
+                Ok(Event {
+                    id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    ended_at: r.get(2)?,
+                    user: r.get(3)?,
+                    host: r.get(4)?,
+                    command: r.get(5)?,
+                    from_release: r.get(6)?,
+                    to_release: r.get(7)?,
+                    outcome: r.get(8)?,
+                    duration_ms: r.get(9)?,
+                    reason: r.get(10)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db)
+    }
+
+    /// The release the last finished deploy or rollback left live, by dockmaster's record.
+    pub fn last_put_live(&self) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT CASE WHEN outcome = 'succeeded' THEN to_release ELSE from_release END
+                 FROM events
+                 WHERE app = ?1 AND command IN ('deploy', 'rollback') AND outcome IN ('succeeded', 'rolled-back')
+                 ORDER BY id DESC LIMIT 1",
+                [&self.app],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)
+            .map(Option::flatten)
+    }
+}
+
+fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+fn db(e: rusqlite::Error) -> Error {
+    Error::failed(format!("history database error: {e}"))
+        .hint("check the state directory's disk and permissions (--state-dir)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_and_abandoned_runs_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path(), "app").unwrap();
+        let a = h.begin("deploy", None, Some("2026.01.10-abc123f")).unwrap();
+        h.end(a, Outcome::Succeeded, None).unwrap();
+        let b = h.begin("deploy", Some("2026.01.10-abc123f"), Some("2026.01.11-def4567")).unwrap();
+        assert_eq!(h.last_put_live().unwrap().as_deref(), Some("2026.01.10-abc123f"));
+        assert_eq!(h.close_abandoned().unwrap(), 1);
+        let events = h.events(None).unwrap();
+        assert_eq!(events[0].id, b);
+        assert_eq!(events[0].outcome, "abandoned");
+        assert_eq!(events[1].outcome, "succeeded");
+        let other = History::open(dir.path(), "other").unwrap();
+        assert!(other.events(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn marks_are_per_app_and_latest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path(), "app").unwrap();
+        h.mark("t1", Mark::Failed).unwrap();
+        h.mark("t1", Mark::KnownGood).unwrap();
+        assert_eq!(h.marks().unwrap()["t1"], Mark::KnownGood);
+        let other = History::open(dir.path(), "other").unwrap();
+        assert!(other.marks().unwrap().is_empty());
+    }
+}

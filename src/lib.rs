@@ -1,0 +1,90 @@
+//! dockmaster: build, release and roll back a docker compose service from a git checkout.
+
+pub mod cli;
+pub mod commands;
+pub mod compose;
+pub mod engine;
+pub mod error;
+pub mod git;
+pub mod health;
+pub mod history;
+pub mod interrupt;
+pub mod lock;
+pub mod output;
+pub mod release;
+pub mod settings;
+pub mod switch;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::commands::Ctx;
+use crate::engine::Engine;
+use crate::error::exit;
+use crate::output::Printer;
+use crate::settings::App;
+
+/// Parse the command line, run the command, print the error if any, return the exit code.
+pub fn run() -> ExitCode {
+    let args = cli::rewrite_logs_follow(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => exit::OK,
+                _ => exit::BAD_INPUT,
+            });
+        }
+    };
+    let filter = if cli.global.verbose { "dockmaster=debug" } else { "dockmaster=warn" };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DOCKMASTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(error::code_of(&e))
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<u8> {
+    interrupt::install();
+    let app = App::resolve(&cli.global)?;
+    let engine = Engine::connect().await?;
+    let ctx = Ctx {
+        app,
+        engine,
+        printer: Printer::new(),
+    };
+    let wait = cli.global.wait_lock;
+    let code = match &cli.command {
+        Command::Deploy(a) => commands::deploy::run(&ctx, a, wait).await?,
+        Command::Rollback(a) => commands::rollback::run(&ctx, a, wait).await?,
+        Command::Releases(a) => commands::releases::run(&ctx, a).await?,
+        Command::Prune(a) => commands::prune::run(&ctx, a, wait).await?,
+        Command::Status(a) => commands::status::run(&ctx, a).await?,
+        Command::History(a) => commands::history::run(&ctx, a).await?,
+        Command::Logs(a) => commands::logs::run(&ctx, a).await?,
+        Command::Doctor(a) => commands::doctor::run(&ctx, a).await?,
+        Command::Df(a) => commands::prune::df(&ctx, a).await?,
+    };
+    Ok(code)
+}

@@ -1,0 +1,139 @@
+//! Putting a release live through compose, so that compose keeps owning the service's
+//! container (its labels, networks, `container_name`, restart policy) and a plain
+//! `docker compose up -d` afterwards reproduces what dockmaster left.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use fs_err as fs;
+
+use crate::compose;
+use crate::engine::{ContainerInfo, Engine};
+use crate::error::{Error, Result};
+use crate::settings::App;
+
+pub struct Switcher<'a> {
+    pub app: &'a App,
+    pub engine: &'a Engine,
+    pub compose: &'a compose::Cli,
+}
+
+impl Switcher<'_> {
+    /// Recreate the service's container from `<repository>:<tag>`; returns the new container.
+    pub async fn put_live(&self, tag: &str) -> Result<ContainerInfo> {
+        let app = self.app;
+        let mut extra = vec![];
+        let mut cmd_env = vec![];
+        match &app.tag_var {
+            Some(var) => cmd_env.push((var.clone(), tag.to_string())),
+            None => extra.push(self.write_override(tag)?),
+        }
+
+        if self.compose.major == 1 {
+            self.avoid_v1_container_config_crash().await?;
+        }
+
+        let mut cmd = self.compose.command(&app.project, &extra);
+        cmd.args(["up", "-d", "--no-deps", "--no-build", "--force-recreate", &app.service]);
+        for (k, v) in &cmd_env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        tracing::debug!(?cmd, "compose up");
+        let out = cmd.output().await.map_err(|e| {
+            Error::failed(format!("cannot run {}: {e}", self.compose.display()))
+        })?;
+        tracing::debug!(status = ?out.status, "compose up finished");
+        if !out.status.success() {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return Err(Error::failed(format!(
+                "{} up of {} failed: {}",
+                self.compose.display(),
+                app.image_ref(tag),
+                text.trim()
+            )));
+        }
+        let container = self
+            .engine
+            .service_container(&app.project.name, &app.service)
+            .await?
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "compose reported success but service `{}` has no container",
+                    app.service
+                ))
+            })?;
+        Ok(container)
+    }
+
+    /// Without a tag variable, the image is set in a compose override file kept in the
+    /// state directory (never in the user's checkout, which must stay clean).
+    fn write_override(&self, tag: &str) -> Result<PathBuf> {
+        let app = self.app;
+        fs::create_dir_all(&app.state_dir).map_err(|e| Error::failed(e.to_string()))?;
+        let path = app.state_dir.join(format!("{}.override.yml", app.id()));
+        let body = format!(
+            "# Written by dockmaster: the release it put live last.\nservices:\n  {}:\n    image: \"{}\"\n",
+            app.service,
+            app.image_ref(tag).replace('$', "$$")
+        );
+        fs::write(&path, body).map_err(|e| Error::failed(e.to_string()))?;
+        Ok(path)
+    }
+
+    /// docker-compose 1.x crashes with `KeyError: 'ContainerConfig'` when it recreates a
+    /// container whose image was built by BuildKit (docker/compose#11693) — after it has
+    /// already stopped and renamed the old container, leaving the service down. When the
+    /// running container's image lacks that field we remove the container first, so compose
+    /// creates a fresh one instead of recreating.
+    async fn avoid_v1_container_config_crash(&self) -> Result<()> {
+        let app = self.app;
+        let Some(current) = self
+            .engine
+            .service_container(&app.project.name, &app.service)
+            .await?
+        else {
+            return Ok(());
+        };
+        if image_has_container_config(&current.image_id).await {
+            return Ok(());
+        }
+        tracing::info!(container = %current.name, "removing before up: image lacks ContainerConfig (compose v1)");
+        let out = tokio::process::Command::new("docker")
+            .args(["rm", "-f", &current.id])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| Error::failed(format!("cannot run docker rm: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::failed(format!(
+                "cannot remove container {} before recreating it: {}",
+                current.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Does the image carry the legacy builder's `ContainerConfig`? Asked through the CLI
+/// because the field is gone from current API models; an error counts as "no".
+pub async fn image_has_container_config(image: &str) -> bool {
+    let out = tokio::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{json .ContainerConfig}}", image])
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => {
+            let s = String::from_utf8_lossy(&o.stdout);
+            let s = s.trim();
+            !(s.is_empty() || s == "null" || s == "{}")
+        }
+        _ => false,
+    }
+}
