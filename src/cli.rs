@@ -158,7 +158,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); try 90s, 5m or 14d"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); try 90s, 5m or 14d"))
 }
 
 /// `-f` is `--file` everywhere (the contract) except after `logs`, where it is `--follow`
@@ -174,7 +175,13 @@ pub fn rewrite_logs_follow(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
             continue;
         }
         let s = arg.to_string_lossy();
-        if !seen_logs && (s == "-f" || s == "--file" || s == "--service" || s == "--state-dir" || s == "--wait-lock") {
+        if !seen_logs
+            && (s == "-f"
+                || s == "--file"
+                || s == "--service"
+                || s == "--state-dir"
+                || s == "--wait-lock")
+        {
             skip_value = true;
         } else if !seen_logs && s == "logs" {
             seen_logs = true;

@@ -86,7 +86,9 @@ pub fn interpolate(s: &str, env: &Environment) -> std::result::Result<String, St
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(rest.len());
             if len == 0 {
-                return Err(format!("invalid `$` in `{s}`; write `$$` for a literal dollar"));
+                return Err(format!(
+                    "invalid `$` in `{s}`; write `$$` for a literal dollar"
+                ));
             }
             out.push_str(env.get(&rest[..len]).unwrap_or(""));
             rest = &rest[len..];
@@ -121,10 +123,16 @@ fn expand(expr: &str, env: &Environment) -> std::result::Result<String, String> 
         },
         _ if op.starts_with(":?") || op.starts_with('?') => {
             let strict = op.starts_with(":?");
-            let ok = if strict { set_nonempty } else { value.is_some() };
+            let ok = if strict {
+                set_nonempty
+            } else {
+                value.is_some()
+            };
             if !ok {
                 let msg = op.trim_start_matches(':').trim_start_matches('?');
-                return Err(format!("required variable {name} is missing a value: {msg}"));
+                return Err(format!(
+                    "required variable {name} is missing a value: {msg}"
+                ));
             }
             value.unwrap_or("").to_string()
         }
@@ -256,10 +264,10 @@ impl Project {
             });
         let name = normalize_project_name(&raw_name);
         if name.is_empty() {
-            return Err(
-                Error::bad_input(format!("`{raw_name}` gives an empty compose project name"))
-                    .hint("set COMPOSE_PROJECT_NAME in .env"),
-            );
+            return Err(Error::bad_input(format!(
+                "`{raw_name}` gives an empty compose project name"
+            ))
+            .hint("set COMPOSE_PROJECT_NAME in .env"));
         }
         let files = files
             .into_iter()
@@ -492,9 +500,17 @@ pub fn normalize_project_name(name: &str) -> String {
 fn discover(cwd: &Path) -> Result<Vec<PathBuf>> {
     let mut dir = Some(cwd);
     while let Some(d) = dir {
-        if let Some(main) = DEFAULT_FILES.iter().map(|f| d.join(f)).find(|p| p.is_file()) {
+        if let Some(main) = DEFAULT_FILES
+            .iter()
+            .map(|f| d.join(f))
+            .find(|p| p.is_file())
+        {
             let mut files = vec![main];
-            if let Some(o) = OVERRIDE_FILES.iter().map(|f| d.join(f)).find(|p| p.is_file()) {
+            if let Some(o) = OVERRIDE_FILES
+                .iter()
+                .map(|f| d.join(f))
+                .find(|p| p.is_file())
+            {
                 files.push(o);
             }
             return Ok(files);
@@ -552,8 +568,10 @@ impl Cli {
             tracing::debug!(?program, version, "compose detected");
             return Ok(Cli { program, major });
         }
-        Err(Error::failed("no compose program found (neither `docker compose` nor `docker-compose`)")
-            .hint("install the compose plugin (docker-compose-plugin) or Debian's docker-compose"))
+        Err(Error::failed(
+            "no compose program found (neither `docker compose` nor `docker-compose`)",
+        )
+        .hint("install the compose plugin (docker-compose-plugin) or Debian's docker-compose"))
     }
 
     pub fn display(&self) -> String {
@@ -625,10 +643,30 @@ mod tests {
     #[test]
     fn image_template_forms() {
         let cases = [
-            ("scanium-backend:${BACKEND_TAG:-latest}", &[][..], "scanium-backend", Some("BACKEND_TAG")),
-            ("${BACKEND_IMAGE:-org/repo}:${BACKEND_TAG:-latest}", &[][..], "org/repo", Some("BACKEND_TAG")),
-            ("${BACKEND_IMAGE:-org/repo}:${BACKEND_TAG}", &[("BACKEND_IMAGE", "me/x")][..], "me/x", Some("BACKEND_TAG")),
-            ("host:5000/repo:$TAG", &[][..], "host:5000/repo", Some("TAG")),
+            (
+                "scanium-backend:${BACKEND_TAG:-latest}",
+                &[][..],
+                "scanium-backend",
+                Some("BACKEND_TAG"),
+            ),
+            (
+                "${BACKEND_IMAGE:-org/repo}:${BACKEND_TAG:-latest}",
+                &[][..],
+                "org/repo",
+                Some("BACKEND_TAG"),
+            ),
+            (
+                "${BACKEND_IMAGE:-org/repo}:${BACKEND_TAG}",
+                &[("BACKEND_IMAGE", "me/x")][..],
+                "me/x",
+                Some("BACKEND_TAG"),
+            ),
+            (
+                "host:5000/repo:$TAG",
+                &[][..],
+                "host:5000/repo",
+                Some("TAG"),
+            ),
             ("repo:1.0", &[][..], "repo", None),
             ("repo", &[][..], "repo", None),
         ];

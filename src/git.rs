@@ -38,7 +38,11 @@ impl std::fmt::Display for Upstream {
 #[derive(Clone, Debug)]
 pub enum Update {
     UpToDate,
-    FastForwarded { from: String, to: String, commits: u64 },
+    FastForwarded {
+        from: String,
+        to: String,
+        commits: u64,
+    },
 }
 
 impl Checkout {
@@ -62,7 +66,9 @@ impl Checkout {
     }
 
     pub async fn head(&self) -> Result<Commit> {
-        let out = self.git(&["log", "-1", "--format=%H%x00%s", "HEAD"]).await?;
+        let out = self
+            .git(&["log", "-1", "--format=%H%x00%s", "HEAD"])
+            .await?;
         let (id, subject) = out.split_once('\0').unwrap_or((&out, ""));
         Ok(Commit {
             id: id.to_string(),
@@ -103,7 +109,10 @@ impl Checkout {
     /// The remote branch to follow: the configured one, else the branch's upstream, else
     /// `origin/<current branch>`.
     pub async fn upstream(&self, remote: Option<&str>, branch: Option<&str>) -> Result<Upstream> {
-        let current = self.git(&["symbolic-ref", "--short", "-q", "HEAD"]).await.ok();
+        let current = self
+            .git(&["symbolic-ref", "--short", "-q", "HEAD"])
+            .await
+            .ok();
         let branch = match (branch, &current) {
             (Some(b), _) => b.to_string(),
             (None, Some(c)) => match self.git(&["config", &format!("branch.{c}.merge")]).await {
@@ -164,7 +173,9 @@ impl Checkout {
         let counts = self
             .git(&["rev-list", "--left-right", "--count", "HEAD...FETCH_HEAD"])
             .await?;
-        let mut it = counts.split_whitespace().map(|n| n.parse::<u64>().unwrap_or(0));
+        let mut it = counts
+            .split_whitespace()
+            .map(|n| n.parse::<u64>().unwrap_or(0));
         let (ahead, behind) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
         let root = self.root.display();
         if ahead > 0 && behind > 0 {
@@ -209,7 +220,11 @@ impl Checkout {
         let out = self
             .git(&["ls-remote", "--heads", &upstream.remote, &upstream.branch])
             .await?;
-        Ok(out.split_whitespace().next().unwrap_or_default().to_string())
+        Ok(out
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string())
     }
 }
 

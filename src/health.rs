@@ -96,7 +96,8 @@ impl HealthGate<'_> {
                             reason: "the container has no network address to probe".into(),
                         });
                     };
-                    match http_status(ip, port, &path, Duration::from_secs(2).min(remaining)).await {
+                    match http_status(ip, port, &path, Duration::from_secs(2).min(remaining)).await
+                    {
                         Ok(code) if (200..300).contains(&code) => {
                             return Ok(Verdict::Healthy {
                                 after: start.elapsed(),
@@ -124,7 +125,10 @@ impl HealthGate<'_> {
                             ),
                         });
                     }
-                    last = format!("running for {up:.1?} of the {:?} settle period", self.settings.settle);
+                    last = format!(
+                        "running for {up:.1?} of the {:?} settle period",
+                        self.settings.settle
+                    );
                 }
             }
             if Instant::now() >= deadline {
@@ -135,7 +139,10 @@ impl HealthGate<'_> {
                     ),
                 });
             }
-            let pause = self.settings.interval.min(deadline.saturating_duration_since(Instant::now()));
+            let pause = self
+                .settings
+                .interval
+                .min(deadline.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = interrupt::wait(), if self.interruptible => return Ok(Verdict::Interrupted),
@@ -174,7 +181,11 @@ fn dead(c: &ContainerInfo, restarts_at_start: i64) -> Option<String> {
     if !c.running {
         return Some(format!(
             "the container is {} (exit code {})",
-            if c.state.is_empty() { "not running" } else { &c.state },
+            if c.state.is_empty() {
+                "not running"
+            } else {
+                &c.state
+            },
             c.exit_code
         ));
     }
@@ -186,9 +197,11 @@ fn dead(c: &ContainerInfo, restarts_at_start: i64) -> Option<String> {
 async fn http_status(ip: &str, port: u16, path: &str, timeout: Duration) -> std::io::Result<u16> {
     let io = async {
         let mut s = tokio::net::TcpStream::connect((ip, port)).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
-        let mut buf = vec![0u8; 64];
+        s.write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = [0u8; 64];
         let mut n = 0;
         while n < 12 {
             let r = s.read(&mut buf[n..]).await?;

@@ -115,8 +115,10 @@ impl History {
         };
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(History {
             conn,
@@ -146,7 +148,10 @@ impl History {
 
     pub fn set_target(&self, id: i64, to: &str) -> Result<()> {
         self.conn
-            .execute("UPDATE events SET to_release = ?2 WHERE id = ?1", params![id, to])
+            .execute(
+                "UPDATE events SET to_release = ?2 WHERE id = ?1",
+                params![id, to],
+            )
             .map_err(db)?;
         Ok(())
     }
@@ -155,7 +160,9 @@ impl History {
     pub fn end(&self, id: i64, outcome: Outcome, reason: Option<&str>) -> Result<()> {
         let started: String = self
             .conn
-            .query_row("SELECT started_at FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT started_at FROM events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .map_err(db)?;
         let ended = Timestamp::now();
         let ms = started
@@ -186,7 +193,11 @@ impl History {
     /// Record the automatic rollback that followed a failed deploy, as its own event.
     pub fn begin_end_auto_rollback(&self, from: &str, to: &str, reason: &str) -> Result<()> {
         let id = self.begin("auto-rollback", Some(from), Some(to))?;
-        self.end(id, Outcome::Succeeded, Some(&format!("{from} failed: {reason}")))
+        self.end(
+            id,
+            Outcome::Succeeded,
+            Some(&format!("{from} failed: {reason}")),
+        )
     }
 
     pub fn mark(&self, tag: &str, mark: Mark) -> Result<()> {
@@ -206,12 +217,18 @@ impl History {
             .prepare("SELECT tag, mark FROM marks WHERE app = ?1")
             .map_err(db)?;
         let rows = stmt
-            .query_map([&self.app], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([&self.app], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(db)?;
         let mut out = std::collections::HashMap::new();
         for row in rows {
             let (tag, mark) = row.map_err(db)?;
-            let mark = if mark == "failed" { Mark::Failed } else { Mark::KnownGood };
+            let mark = if mark == "failed" {
+                Mark::Failed
+            } else {
+                Mark::KnownGood
+            };
             out.insert(tag, mark);
         }
         Ok(out)
@@ -282,8 +299,17 @@ mod tests {
         let h = History::open(dir.path(), "app").unwrap();
         let a = h.begin("deploy", None, Some("2026.01.10-abc123f")).unwrap();
         h.end(a, Outcome::Succeeded, None).unwrap();
-        let b = h.begin("deploy", Some("2026.01.10-abc123f"), Some("2026.01.11-def4567")).unwrap();
-        assert_eq!(h.last_put_live().unwrap().as_deref(), Some("2026.01.10-abc123f"));
+        let b = h
+            .begin(
+                "deploy",
+                Some("2026.01.10-abc123f"),
+                Some("2026.01.11-def4567"),
+            )
+            .unwrap();
+        assert_eq!(
+            h.last_put_live().unwrap().as_deref(),
+            Some("2026.01.10-abc123f")
+        );
         assert_eq!(h.close_abandoned().unwrap(), 1);
         let events = h.events(None).unwrap();
         assert_eq!(events[0].id, b);

@@ -21,12 +21,18 @@ fn notify() -> &'static Notify {
 /// Start listening. Call once, inside the runtime, before any work.
 pub fn install() {
     use tokio::signal::unix::{SignalKind, signal};
-    for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
         let Ok(mut sig) = signal(kind) else { continue };
         tokio::spawn(async move {
             while sig.recv().await.is_some() {
                 if !FLAG.swap(true, Ordering::SeqCst) {
-                    eprintln!("\n! interrupted: stopping at the next safe point (the service is never left half-switched)");
+                    eprintln!(
+                        "\n! interrupted: stopping at the next safe point (the service is never left half-switched)"
+                    );
                 }
                 notify().notify_waiters();
             }

@@ -34,12 +34,18 @@ pub fn run() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => exit::OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
                 _ => exit::BAD_INPUT,
             });
         }
     };
-    let filter = if cli.global.verbose { "dockmaster=debug" } else { "dockmaster=warn" };
+    let filter = if cli.global.verbose {
+        "dockmaster=debug"
+    } else {
+        "dockmaster=warn"
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DOCKMASTER_LOG")
@@ -49,7 +55,10 @@ pub fn run() -> ExitCode {
         .with_target(false)
         .try_init();
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start: {e}");

@@ -31,7 +31,12 @@ pub struct Holder {
 
 impl Lock {
     /// Take the app's lock, waiting up to `wait` for it (None: do not wait).
-    pub fn acquire(state_dir: &Path, app: &str, command: &str, wait: Option<Duration>) -> Result<Lock> {
+    pub fn acquire(
+        state_dir: &Path,
+        app: &str,
+        command: &str,
+        wait: Option<Duration>,
+    ) -> Result<Lock> {
         fs::create_dir_all(state_dir).map_err(|e| {
             Error::failed(e.to_string()).hint("pick a writable place with --state-dir")
         })?;
@@ -74,7 +79,10 @@ impl Lock {
                     .hint("wait for it to finish, or pass --wait-lock 5m to wait here"));
                 }
                 Err(TryLockError::Error(e)) => {
-                    return Err(Error::failed(format!("cannot lock {}: {e}", path.display())));
+                    return Err(Error::failed(format!(
+                        "cannot lock {}: {e}",
+                        path.display()
+                    )));
                 }
             }
         }
@@ -82,12 +90,19 @@ impl Lock {
             pid: std::process::id(),
             user: whoami::username(),
             host: whoami::fallible::hostname().unwrap_or_else(|_| "unknown".into()),
-            since: jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or(jiff::Timestamp::now()).to_string(),
+            since: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or(jiff::Timestamp::now())
+                .to_string(),
             command: command.to_string(),
         };
         let _ = file.set_len(0);
         let _ = file.rewind();
-        let _ = file.write_all(serde_json::to_string(&holder).unwrap_or_default().as_bytes());
+        let _ = file.write_all(
+            serde_json::to_string(&holder)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         let _ = file.flush();
         Ok(Lock { _file: file, path })
     }

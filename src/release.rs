@@ -56,7 +56,9 @@ impl fmt::Display for Tag {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{0}` is not a release tag\nhint: release tags look like 2026.01.10-abc123f (UTC date, then the first 7 hex digits of the commit)")]
+#[error(
+    "`{0}` is not a release tag\nhint: release tags look like 2026.01.10-abc123f (UTC date, then the first 7 hex digits of the commit)"
+)]
 pub struct MalformedTag(pub String);
 
 impl FromStr for Tag {
@@ -71,7 +73,9 @@ impl FromStr for Tag {
             || parts[1].len() != 2
             || parts[2].len() != 2
             || sha.len() != 7
-            || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !sha
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(bad());
         }

@@ -107,7 +107,8 @@ impl App {
         let project = Project::load(&global.files, &cwd)?;
         let config_path = project.dir.join(CONFIG_FILE);
         let (config, config_path) = if config_path.is_file() {
-            let text = fs::read_to_string(&config_path).map_err(|e| Error::bad_input(e.to_string()))?;
+            let text =
+                fs::read_to_string(&config_path).map_err(|e| Error::bad_input(e.to_string()))?;
             let config: Config = toml::from_str(&text).map_err(|e| {
                 Error::bad_input(format!("{} is not valid: {e}", config_path.display()))
                     .hint("the README lists every key dockmaster.toml takes")
@@ -117,7 +118,10 @@ impl App {
             (Config::default(), None)
         };
 
-        let service_name = pick_service(&project, global.service.as_deref().or(config.service.as_deref()))?;
+        let service_name = pick_service(
+            &project,
+            global.service.as_deref().or(config.service.as_deref()),
+        )?;
         let service = project.service(&service_name)?;
         let Some(build) = service.build.clone() else {
             return Err(Error::bad_input(format!(
@@ -154,14 +158,21 @@ impl App {
         let dur = |v: &Option<String>, key: &str, default: Duration| -> Result<Duration> {
             match v {
                 None => Ok(default),
-                Some(s) => parse_duration(s).map_err(|e| {
-                    Error::bad_input(format!("{key} in {CONFIG_FILE}: {e}"))
-                }),
+                Some(s) => parse_duration(s)
+                    .map_err(|e| Error::bad_input(format!("{key} in {CONFIG_FILE}: {e}"))),
             }
         };
         let health = HealthSettings {
-            timeout: dur(&config.health.timeout, "[health] timeout", Duration::from_secs(60))?,
-            interval: dur(&config.health.interval, "[health] interval", Duration::from_millis(250))?,
+            timeout: dur(
+                &config.health.timeout,
+                "[health] timeout",
+                Duration::from_secs(60),
+            )?,
+            interval: dur(
+                &config.health.interval,
+                "[health] interval",
+                Duration::from_millis(250),
+            )?,
             http: match (&config.health.path, config.health.port) {
                 (Some(p), Some(port)) => Some((p.clone(), port)),
                 (None, None) => None,
@@ -171,7 +182,11 @@ impl App {
                     )));
                 }
             },
-            settle: dur(&config.health.settle, "[health] settle", Duration::from_secs(5))?,
+            settle: dur(
+                &config.health.settle,
+                "[health] settle",
+                Duration::from_secs(5),
+            )?,
         };
         let retention = Retention {
             keep: config.retention.keep.unwrap_or(10),
@@ -271,4 +286,3 @@ fn default_state_dir() -> PathBuf {
         None => PathBuf::from("/var/lib/dockmaster"),
     }
 }
-

@@ -34,15 +34,23 @@ impl Switcher<'_> {
         }
 
         let mut cmd = self.compose.command(&app.project, &extra);
-        cmd.args(["up", "-d", "--no-deps", "--no-build", "--force-recreate", &app.service]);
+        cmd.args([
+            "up",
+            "-d",
+            "--no-deps",
+            "--no-build",
+            "--force-recreate",
+            &app.service,
+        ]);
         for (k, v) in &cmd_env {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         tracing::debug!(?cmd, "compose up");
-        let out = cmd.output().await.map_err(|e| {
-            Error::failed(format!("cannot run {}: {e}", self.compose.display()))
-        })?;
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| Error::failed(format!("cannot run {}: {e}", self.compose.display())))?;
         tracing::debug!(status = ?out.status, "compose up finished");
         if !out.status.success() {
             let text = format!(
@@ -124,7 +132,13 @@ impl Switcher<'_> {
 /// because the field is gone from current API models; an error counts as "no".
 pub async fn image_has_container_config(image: &str) -> bool {
     let out = tokio::process::Command::new("docker")
-        .args(["image", "inspect", "--format", "{{json .ContainerConfig}}", image])
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .ContainerConfig}}",
+            image,
+        ])
         .stdin(Stdio::null())
         .output()
         .await;

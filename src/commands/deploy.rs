@@ -36,7 +36,11 @@ struct Report {
     reason: Option<String>,
 }
 
-pub async fn run(ctx: &Ctx, args: &DeployArgs, wait_lock: Option<std::time::Duration>) -> Result<u8> {
+pub async fn run(
+    ctx: &Ctx,
+    args: &DeployArgs,
+    wait_lock: Option<std::time::Duration>,
+) -> Result<u8> {
     let started = Instant::now();
     let app = &ctx.app;
     let p = &ctx.printer;
@@ -90,7 +94,11 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs, wait_lock: Option<std::time::Dura
             let interrupted = interrupt::requested();
             history.end(
                 event,
-                if interrupted { Recorded::Interrupted } else { Recorded::Failed },
+                if interrupted {
+                    Recorded::Interrupted
+                } else {
+                    Recorded::Failed
+                },
                 Some(&first_line(&e.to_string())),
             )?;
             return Err(e);
@@ -98,7 +106,11 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs, wait_lock: Option<std::time::Dura
     };
     history.set_target(event, &tag.to_string())?;
     if interrupt::requested() {
-        history.end(event, Recorded::Interrupted, Some("interrupted before the switch"))?;
+        history.end(
+            event,
+            Recorded::Interrupted,
+            Some("interrupted before the switch"),
+        )?;
         return Err(Error::failed(format!(
             "interrupted before the switch: {} (built and kept); nothing live was changed{}",
             app.image_ref(&tag.to_string()),
@@ -154,7 +166,11 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs, wait_lock: Option<std::time::Dura
                 history.mark(&target.tag, Mark::Failed)?;
             }
             report.reason = Some(reason.clone());
-            let what = if interrupted { "interrupted" } else { "failed its health gate" };
+            let what = if interrupted {
+                "interrupted"
+            } else {
+                "failed its health gate"
+            };
             let (outcome, message, hint) = match (&previous, args.no_rollback && !interrupted) {
                 (_, true) => (
                     Recorded::Failed,
@@ -162,10 +178,11 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs, wait_lock: Option<std::time::Dura
                         "{} {what}: {reason}; left in place as asked (--no-rollback)",
                         app.image_ref(&target.tag)
                     ),
-                    previous_tag.as_ref().map_or(
-                        "fix the release and deploy again".to_string(),
-                        |t| format!("`dockmaster rollback {t}` puts the previous release back"),
-                    ),
+                    previous_tag
+                        .as_ref()
+                        .map_or("fix the release and deploy again".to_string(), |t| {
+                            format!("`dockmaster rollback {t}` puts the previous release back")
+                        }),
                 ),
                 (None, false) => (
                     Recorded::Failed,
@@ -182,7 +199,11 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs, wait_lock: Option<std::time::Dura
                         history.begin_end_auto_rollback(&target.tag, &prev.tag, &reason)?;
                     }
                     (
-                        if ok { Recorded::RolledBack } else { Recorded::Failed },
+                        if ok {
+                            Recorded::RolledBack
+                        } else {
+                            Recorded::Failed
+                        },
                         format!("{} {what}: {reason}\n{state}", app.image_ref(&target.tag)),
                         if ok {
                             "its logs are above; fix it and deploy again".to_string()
@@ -204,10 +225,18 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs, wait_lock: Option<std::time::Dura
             };
             history.end(
                 event,
-                if interrupted && outcome == Recorded::RolledBack { Recorded::Interrupted } else { outcome },
+                if interrupted && outcome == Recorded::RolledBack {
+                    Recorded::Interrupted
+                } else {
+                    outcome
+                },
                 Some(&first_line(&reason)),
             )?;
-            report.outcome = if report.rolled_back { "rolled-back" } else { "failed" };
+            report.outcome = if report.rolled_back {
+                "rolled-back"
+            } else {
+                "failed"
+            };
             report.duration_ms = started.elapsed().as_millis();
             if args.json {
                 p.json(&report);
@@ -303,7 +332,10 @@ async fn prepare(
                 }
             }
             report.built = true;
-            p.ok(&format!("Image built in {}", human_duration(build_started.elapsed())));
+            p.ok(&format!(
+                "Image built in {}",
+                human_duration(build_started.elapsed())
+            ));
         }
     }
     stop_if_interrupted()?;
@@ -327,7 +359,8 @@ fn stop_if_interrupted() -> Result<()> {
 }
 
 fn live_words(tag: Option<&str>) -> String {
-    tag.map(|t| format!(" ({t} is still live)")).unwrap_or_default()
+    tag.map(|t| format!(" ({t} is still live)"))
+        .unwrap_or_default()
 }
 
 fn first_line(s: &str) -> String {
@@ -335,10 +368,18 @@ fn first_line(s: &str) -> String {
 }
 
 /// `--dry-run`: say what a deploy would do, without fetching, building or switching.
-async fn dry_run(ctx: &Ctx, args: &DeployArgs, checkout: &Checkout, started: Instant) -> Result<u8> {
+async fn dry_run(
+    ctx: &Ctx,
+    args: &DeployArgs,
+    checkout: &Checkout,
+    started: Instant,
+) -> Result<u8> {
     let app = &ctx.app;
     let p = &ctx.printer;
-    p.banner(&format!("dockmaster deploy --dry-run: {} (service `{}`)", app.repository, app.service));
+    p.banner(&format!(
+        "dockmaster deploy --dry-run: {} (service `{}`)",
+        app.repository, app.service
+    ));
     let clean = checkout.ensure_clean().await;
     let mut commit = checkout.head().await?;
     let mut notes = vec![];
@@ -346,16 +387,26 @@ async fn dry_run(ctx: &Ctx, args: &DeployArgs, checkout: &Checkout, started: Ins
         notes.push(first_line(&e.to_string()));
     }
     if !args.no_pull {
-        let upstream = checkout.upstream(app.remote.as_deref(), app.branch.as_deref()).await?;
+        let upstream = checkout
+            .upstream(app.remote.as_deref(), app.branch.as_deref())
+            .await?;
         match checkout.ls_remote(&upstream).await {
-            Ok(remote) if remote.is_empty() => notes.push(format!("{upstream} does not exist on the remote")),
+            Ok(remote) if remote.is_empty() => {
+                notes.push(format!("{upstream} does not exist on the remote"))
+            }
             Ok(remote) if remote != commit.id => {
-                notes.push(format!("would fast-forward to {upstream} at {}", &remote[..7.min(remote.len())]));
+                notes.push(format!(
+                    "would fast-forward to {upstream} at {}",
+                    &remote[..7.min(remote.len())]
+                ));
                 commit.subject = checkout.subject_of(&remote).await.unwrap_or_default();
                 commit.id = remote;
             }
             Ok(_) => notes.push(format!("up to date with {upstream}")),
-            Err(e) => notes.push(format!("cannot reach {upstream}: {}", first_line(&e.to_string()))),
+            Err(e) => notes.push(format!(
+                "cannot reach {upstream}: {}",
+                first_line(&e.to_string())
+            )),
         }
     }
     let releases = ctx.engine.releases(&app.repository).await?;
@@ -370,14 +421,22 @@ async fn dry_run(ctx: &Ctx, args: &DeployArgs, checkout: &Checkout, started: Ins
     }
     p.info(&format!(
         "would {} {} and put it live in place of {}",
-        if build { "build" } else { "reuse (already built)" },
+        if build {
+            "build"
+        } else {
+            "reuse (already built)"
+        },
         app.image_ref(&tag.to_string()),
         live.as_ref()
             .and_then(|l| l.tag_string())
             .unwrap_or_else(|| "nothing (first deploy)".into())
     ));
     let report = Report {
-        outcome: if clean.is_ok() { "would-deploy" } else { "would-refuse" },
+        outcome: if clean.is_ok() {
+            "would-deploy"
+        } else {
+            "would-refuse"
+        },
         service: app.service.clone(),
         repository: app.repository.clone(),
         tag: Some(tag.to_string()),

@@ -136,7 +136,10 @@ pub async fn go_live(
     ctx.engine
         .tag(&target.image_id, &app.repository, "latest")
         .await?;
-    p.ok(&format!("{} now names the live image", app.image_ref("latest")));
+    p.ok(&format!(
+        "{} now names the live image",
+        app.image_ref("latest")
+    ));
     Ok(Outcome::Healthy {
         container: now,
         after: Duration::ZERO,
@@ -175,7 +178,10 @@ pub async fn restore(
     let p = &ctx.printer;
     let app = &ctx.app;
     p.blank();
-    p.warn(&format!("Putting the previous release {} back", app.image_ref(&previous.tag)));
+    p.warn(&format!(
+        "Putting the previous release {} back",
+        app.image_ref(&previous.tag)
+    ));
     let steps = Steps {
         switch: 1,
         gate: 2,

@@ -12,7 +12,8 @@ pub async fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<u8> {
         return Ok(exit::OK);
     }
     if events.is_empty() {
-        ctx.printer.warn(&format!("no events recorded for {} yet", ctx.app.id()));
+        ctx.printer
+            .warn(&format!("no events recorded for {} yet", ctx.app.id()));
         return Ok(exit::OK);
     }
     let rows: Vec<Vec<String>> = events
@@ -20,7 +21,10 @@ pub async fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<u8> {
         .map(|e| {
             vec![
                 e.id.to_string(),
-                e.started_at.get(..19).unwrap_or(&e.started_at).replace('T', " "),
+                e.started_at
+                    .get(..19)
+                    .unwrap_or(&e.started_at)
+                    .replace('T', " "),
                 e.command.clone(),
                 e.from_release.clone().unwrap_or_else(|| "-".into()),
                 e.to_release.clone().unwrap_or_else(|| "-".into()),
@@ -34,7 +38,17 @@ pub async fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<u8> {
         })
         .collect();
     let t = table(
-        &["ID", "STARTED (UTC)", "COMMAND", "FROM", "TO", "OUTCOME", "TOOK", "BY", "WHY"],
+        &[
+            "ID",
+            "STARTED (UTC)",
+            "COMMAND",
+            "FROM",
+            "TO",
+            "OUTCOME",
+            "TOOK",
+            "BY",
+            "WHY",
+        ],
         &rows,
     );
     ctx.printer.out(t.trim_end());

@@ -17,6 +17,8 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<u8> {
             ))
             .hint("`dockmaster deploy` puts a release live")
         })?;
-    ctx.engine.follow_logs(&container.id, args.tail, args.follow).await?;
+    ctx.engine
+        .follow_logs(&container.id, args.tail, args.follow)
+        .await?;
     Ok(exit::OK)
 }

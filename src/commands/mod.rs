@@ -134,7 +134,11 @@ pub fn releases_table(
                 None => {}
             }
             vec![
-                if live.is_some_and(|l| l.tag == r.tag) { "*".into() } else { " ".into() },
+                if live.is_some_and(|l| l.tag == r.tag) {
+                    "*".into()
+                } else {
+                    " ".into()
+                },
                 tag,
                 r.created.strftime("%Y-%m-%d %H:%M:%S").to_string(),
                 crate::output::human_size(r.size_bytes),
@@ -143,7 +147,10 @@ pub fn releases_table(
             ]
         })
         .collect();
-    crate::output::table(&[" ", "TAG", "CREATED (UTC)", "SIZE", "MARKS", "SUBJECT"], &rows)
+    crate::output::table(
+        &[" ", "TAG", "CREATED (UTC)", "SIZE", "MARKS", "SUBJECT"],
+        &rows,
+    )
 }
 
 pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {

@@ -5,7 +5,11 @@ use crate::commands::Ctx;
 use crate::error::{Error, Result};
 use crate::history::History;
 
-pub async fn run(_ctx: &Ctx, _args: &PruneArgs, _wait_lock: Option<std::time::Duration>) -> Result<u8> {
+pub async fn run(
+    _ctx: &Ctx,
+    _args: &PruneArgs,
+    _wait_lock: Option<std::time::Duration>,
+) -> Result<u8> {
     Err(Error::failed("prune is not available yet"))
 }
 

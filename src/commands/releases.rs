@@ -56,7 +56,13 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
         ));
         return Ok(exit::OK);
     }
-    let table = releases_table(&releases, live_release.as_ref(), target.as_ref(), &marks, usize::MAX);
+    let table = releases_table(
+        &releases,
+        live_release.as_ref(),
+        target.as_ref(),
+        &marks,
+        usize::MAX,
+    );
     ctx.printer.out(table.trim_end());
     let total: i64 = releases.iter().map(|r| r.size_bytes).sum();
     ctx.printer.text(&format!(

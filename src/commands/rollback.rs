@@ -28,7 +28,11 @@ struct Report {
     reason: Option<String>,
 }
 
-pub async fn run(ctx: &Ctx, args: &RollbackArgs, wait_lock: Option<std::time::Duration>) -> Result<u8> {
+pub async fn run(
+    ctx: &Ctx,
+    args: &RollbackArgs,
+    wait_lock: Option<std::time::Duration>,
+) -> Result<u8> {
     let started = Instant::now();
     let app = &ctx.app;
     let p = &ctx.printer;
@@ -49,18 +53,29 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs, wait_lock: Option<std::time::Du
         Some(tag) => match releases.iter().find(|r| &r.tag == tag) {
             Some(r) => (r.clone(), "as asked".to_string()),
             None => {
-                let list: Vec<String> = releases.iter().take(15).map(|r| r.tag.to_string()).collect();
+                let list: Vec<String> = releases
+                    .iter()
+                    .take(15)
+                    .map(|r| r.tag.to_string())
+                    .collect();
                 return Err(Error::bad_input(format!(
                     "no release {} exists; nothing was changed",
                     app.image_ref(&tag.to_string())
                 ))
                 .hint(if list.is_empty() {
-                    format!("{} has no releases yet: run `dockmaster deploy`", app.repository)
+                    format!(
+                        "{} has no releases yet: run `dockmaster deploy`",
+                        app.repository
+                    )
                 } else {
                     format!(
                         "the kept releases, newest first: {}{}",
                         list.join(", "),
-                        if releases.len() > 15 { ", … (`dockmaster releases` lists all)" } else { "" }
+                        if releases.len() > 15 {
+                            ", … (`dockmaster releases` lists all)"
+                        } else {
+                            ""
+                        }
                     )
                 }));
             }
@@ -83,7 +98,11 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs, wait_lock: Option<std::time::Du
         "dockmaster rollback: {} (service `{}`)\n\nTarget tag: {target_tag} ({why})",
         app.repository, app.service
     ));
-    p.step(1, TOTAL, &format!("Verifying image {} exists", app.image_ref(&target_tag)));
+    p.step(
+        1,
+        TOTAL,
+        &format!("Verifying image {} exists", app.image_ref(&target_tag)),
+    );
     p.ok(&format!("Image exists ({})", short_id(&target.image_id)));
 
     p.step(2, TOTAL, "Checking the current deployment");
@@ -136,7 +155,8 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs, wait_lock: Option<std::time::Du
             p.banner("ROLLBACK COMPLETE");
             p.info(&format!(
                 "Previous image: {}",
-                live.as_ref().map_or("none", |l| l.container.image_ref.as_str())
+                live.as_ref()
+                    .map_or("none", |l| l.container.image_ref.as_str())
             ));
             p.info(&format!("Current image:  {}", app.image_ref(&target_tag)));
             p.ok(&format!("Rolled back to {target_tag}"));
@@ -161,7 +181,10 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs, wait_lock: Option<std::time::Du
             if !interrupted {
                 history.mark(&target_tag, Mark::Failed)?;
             }
-            let (outcome, state) = match live_release.as_ref().filter(|r| r.image_id != target.image_id) {
+            let (outcome, state) = match live_release
+                .as_ref()
+                .filter(|r| r.image_id != target.image_id)
+            {
                 Some(prev) => {
                     let prev = Target {
                         tag: prev.tag.to_string(),
@@ -169,17 +192,35 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs, wait_lock: Option<std::time::Du
                     };
                     let (ok, state) = golive::restore(ctx, &compose, &prev, timeout).await?;
                     report.live = ok.then(|| prev.tag.clone());
-                    (if ok { Recorded::RolledBack } else { Recorded::Failed }, state)
+                    (
+                        if ok {
+                            Recorded::RolledBack
+                        } else {
+                            Recorded::Failed
+                        },
+                        state,
+                    )
                 }
-                None => (Recorded::Failed, "there was no other release live before to put back".to_string()),
+                None => (
+                    Recorded::Failed,
+                    "there was no other release live before to put back".to_string(),
+                ),
             };
             history.end(
                 event,
-                if interrupted { Recorded::Interrupted } else { outcome },
+                if interrupted {
+                    Recorded::Interrupted
+                } else {
+                    outcome
+                },
                 Some(reason.lines().next().unwrap_or_default()),
             )?;
             report.reason = Some(reason.clone());
-            report.outcome = if report.live.is_some() { "rolled-back" } else { "failed" };
+            report.outcome = if report.live.is_some() {
+                "rolled-back"
+            } else {
+                "failed"
+            };
             report.duration_ms = started.elapsed().as_millis();
             if args.json {
                 p.json(&report);

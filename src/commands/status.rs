@@ -54,8 +54,12 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
     let recorded = history.last_put_live()?;
     let live_tag = live.as_ref().and_then(|l| l.tag_string());
     let latest_id = ctx.engine.image_id(&app.image_ref("latest")).await?;
-    let target = rollback_target(&releases, live.as_ref().and_then(|l| l.release.as_ref()), &marks)
-        .map(|(r, _)| r.tag.to_string());
+    let target = rollback_target(
+        &releases,
+        live.as_ref().and_then(|l| l.release.as_ref()),
+        &marks,
+    )
+    .map(|(r, _)| r.tag.to_string());
     // Disk use: each image once, even if it carries several release tags.
     let mut seen = std::collections::HashSet::new();
     let disk: i64 = releases
@@ -109,14 +113,20 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
         Some(c) => {
             lines.push(format!(
                 "live:           {}",
-                live_tag.clone().unwrap_or_else(|| format!("{} (not a release of {})", c.image, app.repository))
+                live_tag.clone().unwrap_or_else(|| format!(
+                    "{} (not a release of {})",
+                    c.image, app.repository
+                ))
             ));
             lines.push(format!(
                 "container:      {} ({}), {}{}",
                 c.name,
                 short_id(&c.id),
                 c.state,
-                c.health.as_ref().map(|h| format!(", {h}")).unwrap_or_default()
+                c.health
+                    .as_ref()
+                    .map(|h| format!(", {h}"))
+                    .unwrap_or_default()
             ));
             if let Some(up) = c.uptime_seconds {
                 lines.push(format!(
@@ -163,7 +173,10 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
             e.from_release.as_deref().unwrap_or("-"),
             e.to_release.as_deref().unwrap_or("-"),
             e.outcome,
-            e.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+            e.reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ));
         if e.outcome == "running" && crate::lock::Lock::is_free(&app.state_dir, &app.id()) {
             lines.push(

@@ -42,7 +42,9 @@ pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
         cmd.arg("--label").arg(format!("{k}={v}"));
     }
     cmd.arg(&req.context);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // The build is ours to stop: if dockmaster is interrupted, the build goes with it.
     cmd.kill_on_drop(true);
     tracing::debug!(?cmd, "docker build");
@@ -85,7 +87,9 @@ pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
     Err(if space {
         err.hint("the disk is full: `dockmaster prune` and `docker image prune` free space; nothing live was changed")
     } else {
-        err.hint("fix the build (the lines above say where) and deploy again; nothing live was changed")
+        err.hint(
+            "fix the build (the lines above say where) and deploy again; nothing live was changed",
+        )
     })
 }
 

@@ -54,7 +54,8 @@ impl Engine {
     /// Connect as the docker CLI does (`DOCKER_HOST`, else the local socket) and agree on
     /// an API version the engine speaks (Debian's 20.10 engine speaks only up to 1.41).
     pub async fn connect() -> Result<Engine> {
-        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::failed(format!("cannot reach the Docker engine at {host}: {e}"))
                 .hint("start it (`systemctl start docker`), or point DOCKER_HOST at it; `docker info` shows the same problem")
@@ -79,7 +80,9 @@ impl Engine {
     /// The images of `repository`, each with the tags it carries there.
     pub async fn repository_images(&self, repository: &str) -> Result<Vec<ImageSummary>> {
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([("reference", vec![repository])]);
-        let opts = ListImagesOptionsBuilder::default().filters(&filters).build();
+        let opts = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
         self.docker.list_images(Some(opts)).await.map_err(api_error)
     }
 
@@ -89,18 +92,23 @@ impl Engine {
         let mut out = vec![];
         for image in self.repository_images(repository).await? {
             for repo_tag in &image.repo_tags {
-                let Some((repo, tag)) = repo_tag.rsplit_once(':') else { continue };
+                let Some((repo, tag)) = repo_tag.rsplit_once(':') else {
+                    continue;
+                };
                 if repo != repository {
                     continue;
                 }
-                let Ok(tag) = tag.parse::<Tag>() else { continue };
+                let Ok(tag) = tag.parse::<Tag>() else {
+                    continue;
+                };
                 let label = |k: &str| image.labels.get(k).cloned();
                 let created = label(release::LABEL_CREATED)
                     .and_then(|c| c.parse::<Timestamp>().ok())
                     .or_else(|| Timestamp::from_second(image.created).ok())
                     .unwrap_or(Timestamp::UNIX_EPOCH);
                 out.push(Release {
-                    commit: label(release::LABEL_REVISION).unwrap_or_else(|| tag.sha7().to_string()),
+                    commit: label(release::LABEL_REVISION)
+                        .unwrap_or_else(|| tag.sha7().to_string()),
                     subject: label(release::LABEL_SUBJECT),
                     created,
                     image_id: image.id.clone(),
@@ -117,13 +125,18 @@ impl Engine {
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         match self.docker.inspect_image(reference).await {
             Ok(i) => Ok(i.id),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(e) => Err(api_error(e)),
         }
     }
 
     pub async fn tag(&self, image: &str, repository: &str, tag: &str) -> Result<()> {
-        let opts = TagImageOptionsBuilder::default().repo(repository).tag(tag).build();
+        let opts = TagImageOptionsBuilder::default()
+            .repo(repository)
+            .tag(tag)
+            .build();
         self.docker
             .tag_image(image, Some(opts))
             .await
@@ -141,12 +154,24 @@ impl Engine {
     }
 
     /// The containers compose made for the service (running or not, no one-off `run`s).
-    pub async fn service_containers(&self, project: &str, service: &str) -> Result<Vec<ContainerSummary>> {
+    pub async fn service_containers(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<Vec<ContainerSummary>> {
         let p = format!("{LABEL_PROJECT}={project}");
         let s = format!("{LABEL_SERVICE}={service}");
-        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![p.as_str(), s.as_str()])]);
-        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let list = self.docker.list_containers(Some(opts)).await.map_err(api_error)?;
+        let filters: HashMap<&str, Vec<&str>> =
+            HashMap::from([("label", vec![p.as_str(), s.as_str()])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api_error)?;
         Ok(list
             .into_iter()
             .filter(|c| {
@@ -161,11 +186,18 @@ impl Engine {
     /// Every container (running or not), for "which images are in use".
     pub async fn all_containers(&self) -> Result<Vec<ContainerSummary>> {
         let opts = ListContainersOptionsBuilder::default().all(true).build();
-        self.docker.list_containers(Some(opts)).await.map_err(api_error)
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api_error)
     }
 
     /// The service's container that runs now, else its newest one.
-    pub async fn service_container(&self, project: &str, service: &str) -> Result<Option<ContainerInfo>> {
+    pub async fn service_container(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<Option<ContainerInfo>> {
         let mut list = self.service_containers(project, service).await?;
         list.sort_by_key(|c| {
             let running = c.state.as_ref().map(|s| s.to_string()) == Some("running".into());
@@ -180,22 +212,38 @@ impl Engine {
     pub async fn container(&self, id: &str) -> Result<Option<ContainerInfo>> {
         match self.docker.inspect_container(id, None).await {
             Ok(c) => Ok(Some(container_info(c))),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(e) => Err(api_error(e)),
         }
     }
 
     /// Run `cmd` in the container; its exit code, or `None` when it did not finish in time.
-    pub async fn exec(&self, container: &str, cmd: Vec<String>, timeout: Duration) -> Result<Option<i64>> {
+    pub async fn exec(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Option<i64>> {
         let config = ExecConfig {
             cmd: Some(cmd),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = self.docker.create_exec(container, config).await.map_err(api_error)?;
+        let exec = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(api_error)?;
         let run = async {
-            match self.docker.start_exec(&exec.id, None).await.map_err(api_error)? {
+            match self
+                .docker
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(api_error)?
+            {
                 bollard::exec::StartExecResults::Attached { mut output, .. } => {
                     while let Some(chunk) = output.next().await {
                         if chunk.is_err() {
@@ -205,7 +253,11 @@ impl Engine {
                 }
                 bollard::exec::StartExecResults::Detached => {}
             }
-            let inspect = self.docker.inspect_exec(&exec.id).await.map_err(api_error)?;
+            let inspect = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(api_error)?;
             Ok::<_, Error>(inspect.exit_code)
         };
         match tokio::time::timeout(timeout, run).await {
@@ -245,7 +297,11 @@ impl Engine {
         let mut stdout = std::io::stdout();
         while let Some(item) = stream.next().await {
             let chunk = item.map_err(api_error)?;
-            if stdout.write_all(&chunk.into_bytes()).and_then(|_| stdout.flush()).is_err() {
+            if stdout
+                .write_all(&chunk.into_bytes())
+                .and_then(|_| stdout.flush())
+                .is_err()
+            {
                 // A closed pipe (`| head`) is not an error.
                 return Ok(());
             }
@@ -278,7 +334,11 @@ fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
         .unwrap_or_default();
     ContainerInfo {
         id: c.id.unwrap_or_default(),
-        name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         image_ref: config.image.unwrap_or_default(),
         image_id: c.image.unwrap_or_default(),
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),

@@ -1,0 +1,6 @@
+//! One integration test binary: every test drives the built `dockmaster` against the real
+//! Docker engine with its own fixture app (see `support`).
+
+mod support;
+
+mod core;

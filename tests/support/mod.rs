@@ -1,0 +1,577 @@
+//! Fixture apps for the integration tests: a git repository with a bare "origin" beside
+//! it, a `FROM scratch` busybox image that serves `/health` and `/version`, and a compose
+//! file — built and run on the real Docker engine. Every fixture has its own compose
+//! project, image repository, state directory and temp dir, and removes them on drop.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dockmaster");
+
+/// Panics (never skips) when there is no engine: these tests claim real deploys.
+pub fn require_engine() {
+    static OK: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = OK.get_or_init(|| {
+        let out = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).into_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    if let Err(e) = r {
+        panic!(
+            "these tests need a running Docker engine (`docker info` failed: {e}); .ci/run starts one"
+        );
+    }
+    assert!(
+        Path::new("/bin/busybox").is_file(),
+        "these tests need /bin/busybox: apt-get install busybox-static"
+    );
+}
+
+/// How the fixture app behaves in a given commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Serves /health and /version at once.
+    Good,
+    /// Writes an error and exits 3 right after start.
+    CrashAtStart,
+    /// Runs, but /health answers 404 forever.
+    NeverHealthy,
+    /// Serves after sleeping this many seconds.
+    SlowStart(u32),
+}
+
+/// How the compose file names the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageForm {
+    /// `image: <repo>:${APP_TAG:-latest}`
+    RepoTagVar,
+    /// `image: ${APP_IMAGE:-<repo>}:${APP_TAG:-latest}`
+    ImageVarTagVar,
+    /// `build:` and no `image:` at all.
+    NoImage,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub image_form: ImageForm,
+    /// Put the compose file (and build context) in this subdirectory of the checkout.
+    pub subdir: Option<&'static str>,
+    pub container_name: bool,
+    /// A second service with `build:` (so `--service` is needed).
+    pub second_buildable: bool,
+    /// Healthcheck in the compose file (else none at all).
+    pub healthcheck: bool,
+    /// Extra lines appended to the compose service definition (indented 4 spaces).
+    pub extra_service_yaml: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            image_form: ImageForm::RepoTagVar,
+            subdir: None,
+            container_name: false,
+            second_buildable: false,
+            healthcheck: true,
+            extra_service_yaml: None,
+        }
+    }
+}
+
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+    pub origin: PathBuf,
+    pub work: PathBuf,
+    /// Where the compose file is (the checkout or a subdirectory of it).
+    pub dir: PathBuf,
+    pub project: String,
+    pub repo: String,
+    pub service: String,
+    pub container_name: Option<String>,
+    pub state: PathBuf,
+    pub opts: Options,
+    version: AtomicUsize,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+const DOCKERFILE: &str = r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox","--install","-s","/bin"]
+RUN mkdir -p /tmp
+COPY www /www
+COPY run.sh /run.sh
+CMD ["/bin/sh","/run.sh"]
+"#;
+
+impl Fixture {
+    pub fn new(name: &str) -> Fixture {
+        Fixture::with(name, Options::default())
+    }
+
+    pub fn with(name: &str, opts: Options) -> Fixture {
+        require_engine();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let unique = format!(
+            "{}{}x{}",
+            name.replace(['_', '-'], ""),
+            std::process::id(),
+            n
+        );
+        let project = format!("dmt{unique}");
+        let repo = match opts.image_form {
+            ImageForm::NoImage => format!("{project}-app"),
+            _ => format!("dmt-{unique}"),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix("dmt-")
+            .tempdir()
+            .expect("tempdir");
+        let origin = tmp.path().join("origin.git");
+        let work = tmp.path().join("work");
+        let state = tmp.path().join("state");
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", "-b", "main", "origin.git"],
+        );
+        git(tmp.path(), &["clone", "-q", "origin.git", "work"]);
+        git(&work, &["checkout", "-q", "-B", "main"]);
+        let dir = match opts.subdir {
+            Some(s) => work.join(s),
+            None => work.clone(),
+        };
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        let container_name = opts.container_name.then(|| format!("{project}-backend"));
+        let fx = Fixture {
+            tmp,
+            origin,
+            work,
+            dir,
+            project,
+            repo,
+            service: "app".into(),
+            container_name,
+            state,
+            opts,
+            version: AtomicUsize::new(0),
+        };
+        fx.write_static_files();
+        fx.write_app(Behaviour::Good, "v1");
+        git(&fx.work, &["add", "-A"]);
+        git(&fx.work, &["commit", "-q", "-m", "v1: first release"]);
+        git(&fx.work, &["push", "-q", "-u", "origin", "main"]);
+        fx.version.store(1, Ordering::SeqCst);
+        fx
+    }
+
+    fn write_static_files(&self) {
+        let d = &self.dir;
+        std::fs::write(d.join("Dockerfile"), DOCKERFILE).unwrap();
+        std::fs::copy("/bin/busybox", d.join("busybox")).expect("copy /bin/busybox");
+        std::fs::write(self.work.join(".gitignore"), "busybox\n").unwrap();
+        std::fs::write(
+            d.join(".env"),
+            format!("COMPOSE_PROJECT_NAME={}\n", self.project),
+        )
+        .unwrap();
+        let image_line = match self.opts.image_form {
+            ImageForm::RepoTagVar => format!("    image: {}:${{APP_TAG:-latest}}\n", self.repo),
+            ImageForm::ImageVarTagVar => {
+                format!(
+                    "    image: ${{APP_IMAGE:-{}}}:${{APP_TAG:-latest}}\n",
+                    self.repo
+                )
+            }
+            ImageForm::NoImage => String::new(),
+        };
+        let mut yaml = format!("services:\n  app:\n    build: .\n{image_line}");
+        if let Some(name) = &self.container_name {
+            yaml.push_str(&format!("    container_name: {name}\n"));
+        }
+        if self.opts.healthcheck {
+            yaml.push_str(
+                "    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/health\"]\n      interval: 30s\n",
+            );
+        }
+        if let Some(extra) = &self.opts.extra_service_yaml {
+            yaml.push_str(extra);
+            if !extra.ends_with('\n') {
+                yaml.push('\n');
+            }
+        }
+        if self.opts.second_buildable {
+            yaml.push_str(&format!(
+                "  worker:\n    build: .\n    image: {}-worker:latest\n",
+                self.repo
+            ));
+        }
+        std::fs::write(d.join("docker-compose.yml"), yaml).unwrap();
+    }
+
+    fn write_app(&self, behaviour: Behaviour, version: &str) {
+        let d = &self.dir;
+        std::fs::write(d.join("www/version"), format!("{version}\n")).unwrap();
+        let health = d.join("www/health");
+        if behaviour == Behaviour::NeverHealthy {
+            let _ = std::fs::remove_file(&health);
+        } else {
+            std::fs::write(&health, "ok\n").unwrap();
+        }
+        let start = match behaviour {
+            Behaviour::CrashAtStart => {
+                "echo \"fatal: DATABASE_URL is not set (release {V})\" >&2\nexit 3\n"
+                    .replace("{V}", version)
+            }
+            Behaviour::SlowStart(s) => format!("sleep {s}\n"),
+            _ => String::new(),
+        };
+        let script = format!(
+            "#!/bin/sh\necho \"starting release {version}\"\n{start}trap 'kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\n"
+        );
+        std::fs::write(d.join("run.sh"), script).unwrap();
+    }
+
+    /// Commit a new version of the app and push it to origin; returns the full commit id.
+    pub fn push_version(&self, behaviour: Behaviour) -> String {
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.write_app(behaviour, &format!("v{v}"));
+        git(&self.work, &["add", "-A"]);
+        git(
+            &self.work,
+            &["commit", "-q", "-m", &format!("v{v}: {behaviour:?}")],
+        );
+        git(&self.work, &["push", "-q", "origin", "main"]);
+        self.head()
+    }
+
+    /// Commit a new version to origin only (through a second clone), so the work tree is
+    /// behind and `deploy` has to fetch and fast-forward.
+    pub fn push_version_elsewhere(&self, behaviour: Behaviour) -> String {
+        let other = self
+            .tmp
+            .path()
+            .join(format!("other{}", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        git(
+            self.tmp.path(),
+            &["clone", "-q", "origin.git", other.to_str().unwrap()],
+        );
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let sub = match self.opts.subdir {
+            Some(s) => other.join(s),
+            None => other.clone(),
+        };
+        std::fs::write(sub.join("www/version"), format!("v{v}\n")).unwrap();
+        if behaviour != Behaviour::Good {
+            panic!("push_version_elsewhere supports Good only");
+        }
+        git(
+            &other,
+            &[
+                "commit",
+                "-q",
+                "-am",
+                &format!("v{v}: pushed from elsewhere"),
+            ],
+        );
+        git(&other, &["push", "-q", "origin", "main"]);
+        git_out(&other, &["rev-parse", "HEAD"])
+    }
+
+    pub fn head(&self) -> String {
+        git_out(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// The tag dockmaster gives a commit built today.
+    pub fn tag_today(&self, commit: &str) -> String {
+        let out = Command::new("date")
+            .args(["-u", "+%Y.%m.%d"])
+            .output()
+            .unwrap();
+        format!(
+            "{}-{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            &commit[..7]
+        )
+    }
+
+    /// Run dockmaster in the compose directory with this fixture's state directory.
+    pub fn dm(&self, args: &[&str]) -> Output {
+        self.dm_cmd(args).run()
+    }
+
+    pub fn dm_cmd(&self, args: &[&str]) -> Dm {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env("DOCKMASTER_STATE_DIR", &self.state)
+            .env_remove("APP_TAG")
+            .env_remove("COMPOSE_FILE")
+            .stdin(Stdio::null());
+        Dm { cmd }
+    }
+
+    /// The service's container (id, image reference it was created from, image id, running).
+    pub fn live(&self) -> Option<Live> {
+        let out = docker_out(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={}", self.service),
+            "--format",
+            "{{.ID}}",
+        ]);
+        let ids: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        let mut found = None;
+        for id in ids {
+            let info = docker_out(&[
+                "inspect",
+                "--format",
+                "{{.Id}}|{{.Config.Image}}|{{.Image}}|{{.State.Running}}|{{.Name}}",
+                id,
+            ]);
+            let parts: Vec<&str> = info.trim().split('|').collect();
+            let live = Live {
+                id: parts[0].to_string(),
+                image_ref: parts[1].to_string(),
+                image_id: parts[2].to_string(),
+                running: parts[3] == "true",
+                name: parts[4].trim_start_matches('/').to_string(),
+            };
+            if live.running || found.is_none() {
+                found = Some(live);
+            }
+        }
+        found
+    }
+
+    /// What the live container serves at /version (asked from inside it).
+    pub fn served_version(&self) -> String {
+        let live = self.live().expect("a live container");
+        docker_out(&[
+            "exec",
+            &live.id,
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:8080/version",
+        ])
+        .trim()
+        .to_string()
+    }
+
+    /// `repo:tag` of every image of this fixture's repository.
+    pub fn images(&self) -> BTreeSet<String> {
+        docker_out(&["images", &self.repo, "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn image_id(&self, reference: &str) -> Option<String> {
+        let out = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", reference])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Snapshot of what the failure paths must leave alone.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            live: self.live(),
+            images: self.images(),
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        let ids = docker_out(&["ps", "-aq", "--filter", &label]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            let _ = Command::new("docker").args(&args).output();
+        }
+        let nets = docker_out(&["network", "ls", "-q", "--filter", &label]);
+        for net in nets.split_whitespace() {
+            let _ = Command::new("docker").args(["network", "rm", net]).output();
+        }
+        for repo in [
+            self.repo.clone(),
+            format!("{}-worker", self.repo),
+            self.repo.replace('-', "_"),
+        ] {
+            let imgs = docker_out(&["images", "-q", &repo]);
+            let mut uniq: Vec<&str> = imgs.split_whitespace().collect();
+            uniq.sort();
+            uniq.dedup();
+            if !uniq.is_empty() {
+                let mut args = vec!["rmi", "-f"];
+                args.extend(uniq);
+                let _ = Command::new("docker").args(&args).output();
+            }
+        }
+        // Untagged images this fixture's builds left behind.
+        let app = format!("label=dev.dockmaster.app={}-{}", self.project, self.service);
+        let dangling = docker_out(&[
+            "images",
+            "-q",
+            "--filter",
+            "dangling=true",
+            "--filter",
+            &app,
+        ]);
+        for id in dangling.split_whitespace() {
+            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Live {
+    pub id: String,
+    pub name: String,
+    pub image_ref: String,
+    pub image_id: String,
+    pub running: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub live: Option<Live>,
+    pub images: BTreeSet<String>,
+}
+
+pub struct Dm {
+    pub cmd: Command,
+}
+
+impl Dm {
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Dm {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Dm {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn run(mut self) -> Output {
+        let out = self.cmd.output().expect("run dockmaster");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.cmd.spawn().expect("spawn dockmaster")
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Assert the exit code, showing everything dockmaster said when it differs.
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Output {
+        assert_eq!(
+            self.code, expected,
+            "exit code {} (expected {expected})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Output {
+        self.code(0)
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Output {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stderr\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Output {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout))
+    }
+
+    /// The last line of stdout.
+    pub fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or_default()
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = git_cmd(dir).args(args).output().expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn git_out(dir: &Path, args: &[&str]) -> String {
+    let out = git_cmd(dir).args(args).output().expect("git");
+    assert!(out.status.success(), "git {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn git_cmd(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    c
+}
+
+pub fn docker_out(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
