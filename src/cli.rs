@@ -60,6 +60,21 @@ pub enum Command {
     Doctor(JsonArg),
     /// Disk use of the app's images: total, shared, reclaimable.
     Df(JsonArg),
+    /// (Internal) the switch proxy, run inside the service's container.
+    #[command(hide = true)]
+    Proxy(crate::proxy::ProxyArgs),
+    /// (Internal) talk to the switch proxy from inside its container.
+    #[command(hide = true)]
+    ProxyCtl(ProxyCtlArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProxyCtlArgs {
+    #[arg(long, default_value_t = crate::proxy::CONTROL_PORT)]
+    pub control: u16,
+    /// `switch <host> <drain_ms>`, `status` or `health`.
+    #[arg(required = true, trailing_var_arg = true)]
+    pub words: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -82,12 +97,20 @@ pub struct DeployArgs {
     /// Answer yes to questions.
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// How to switch: start-first (zero downtime) or recreate. Default: dockmaster.toml,
+    /// else start-first where it is safe.
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub strategy: Option<crate::settings::Strategy>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct RollbackArgs {
     /// The release to put live, e.g. 2026.01.09-def4567.
     pub tag: Option<String>,
+    /// How to switch: start-first (zero downtime) or recreate. Default: dockmaster.toml,
+    /// else start-first where it is safe.
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub strategy: Option<crate::settings::Strategy>,
     /// Answer yes to questions (re-deploying the live release).
     #[arg(short = 'y', long)]
     pub yes: bool,

@@ -177,6 +177,15 @@ pub struct Service {
     pub has_healthcheck: bool,
     /// Container ports published on the host.
     pub publishes_ports: bool,
+    /// TCP container ports the service serves on (`ports:` targets and `expose:`).
+    pub container_ports: Vec<u16>,
+    /// `network_mode:` when set (`host`, `service:x`, `container:x`, …).
+    pub network_mode: Option<String>,
+    /// Mounts that two containers of the service would share writable: named volumes and
+    /// bind mounts without `:ro` (anonymous volumes and tmpfs are per container).
+    pub shared_writable_mounts: Vec<String>,
+    /// `restart:` (compose's default is `no`).
+    pub restart: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -395,6 +404,10 @@ impl Project {
                 .get("ports")
                 .and_then(Value::as_sequence)
                 .is_some_and(|p| !p.is_empty()),
+            container_ports: container_ports(def, &|s| self.interpolate(s))?,
+            network_mode: text("network_mode")?,
+            shared_writable_mounts: shared_writable_mounts(def, &|s| self.interpolate(s))?,
+            restart: text("restart")?,
         })
     }
 
@@ -412,6 +425,95 @@ impl Project {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The TCP container ports of `ports:` (short and long syntax) and `expose:`.
+fn container_ports(def: &Mapping, interp: &dyn Fn(&str) -> Result<String>) -> Result<Vec<u16>> {
+    let mut out: Vec<u16> = vec![];
+    let mut add_spec = |spec: &str| {
+        let (spec, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+        if proto != "tcp" {
+            return;
+        }
+        // `[ip:][host:]container`; an IPv6 ip is in brackets.
+        let container = spec.rsplit(':').next().unwrap_or(spec);
+        let (lo, hi) = container.split_once('-').unwrap_or((container, container));
+        if let (Ok(lo), Ok(hi)) = (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
+            for p in lo..=hi.min(lo.saturating_add(64)) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+    };
+    for key in ["ports", "expose"] {
+        for item in def
+            .get(key)
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            match item {
+                Value::Mapping(m) => {
+                    let proto = m.get("protocol").and_then(Value::as_str).unwrap_or("tcp");
+                    if let Some(t) = m.get("target").and_then(scalar) {
+                        add_spec(&format!("{}/{proto}", interp(&t)?));
+                    }
+                }
+                other => {
+                    if let Some(s) = scalar(other) {
+                        add_spec(&interp(&s)?);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Named volumes and writable bind mounts (see [`Service::shared_writable_mounts`]).
+fn shared_writable_mounts(
+    def: &Mapping,
+    interp: &dyn Fn(&str) -> Result<String>,
+) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for item in def
+        .get("volumes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        match item {
+            Value::String(s) => {
+                let s = interp(s)?;
+                let parts: Vec<&str> = s.split(':').collect();
+                // `/path` alone is an anonymous volume: each container gets its own.
+                if parts.len() < 2 {
+                    continue;
+                }
+                let ro = parts
+                    .get(2)
+                    .is_some_and(|m| m.split(',').any(|o| o == "ro" || o == "readonly"));
+                if !ro {
+                    out.push(format!("{}:{}", parts[0], parts[1]));
+                }
+            }
+            Value::Mapping(m) => {
+                let kind = m.get("type").and_then(Value::as_str).unwrap_or("volume");
+                let ro = m.get("read_only").and_then(Value::as_bool) == Some(true);
+                let source = m.get("source").and_then(scalar);
+                let target = m.get("target").and_then(scalar).unwrap_or_default();
+                if ro || !(kind == "volume" || kind == "bind") {
+                    continue;
+                }
+                if let Some(src) = source {
+                    out.push(format!("{}:{target}", interp(&src)?));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 impl Service {
@@ -636,6 +738,10 @@ mod tests {
             container_name: None,
             has_healthcheck: false,
             publishes_ports: false,
+            container_ports: vec![],
+            network_mode: None,
+            shared_writable_mounts: vec![],
+            restart: None,
         };
         (project, service)
     }

@@ -11,6 +11,7 @@ pub mod history;
 pub mod interrupt;
 pub mod lock;
 pub mod output;
+pub mod proxy;
 pub mod release;
 pub mod settings;
 pub mod switch;
@@ -75,6 +76,12 @@ pub fn run() -> ExitCode {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<u8> {
+    // The proxy modes run inside the proxy's container: no compose file, no engine.
+    match &cli.command {
+        Command::Proxy(a) => return proxy::serve(a.clone()).await.map(|()| exit::OK),
+        Command::ProxyCtl(a) => return proxy::ctl(a.control, &a.words).await,
+        _ => {}
+    }
     interrupt::install();
     let app = App::resolve(&cli.global)?;
     let engine = Engine::connect().await?;
@@ -94,6 +101,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(a) => commands::logs::run(&ctx, a).await?,
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await?,
         Command::Df(a) => commands::prune::df(&ctx, a).await?,
+        Command::Proxy(_) | Command::ProxyCtl(_) => unreachable!("handled above"),
     };
     Ok(code)
 }

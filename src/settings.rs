@@ -28,10 +28,35 @@ pub struct Config {
     pub branch: Option<String>,
     /// Where the history and lock live.
     pub state_dir: Option<PathBuf>,
+    /// How a release is switched: "start-first" or "recreate" (default: start-first
+    /// where it is safe, see the README).
+    pub strategy: Option<Strategy>,
+    /// Start-first: how long requests still running on the old release may take to
+    /// finish after traffic moved (default 30s).
+    pub drain_timeout: Option<String>,
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+}
+
+/// How a release replaces the live one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Start the new container beside the live one; move traffic once it is healthy.
+    StartFirst,
+    /// Stop the live container and start the new one in its place (the guide's way).
+    Recreate,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::StartFirst => "start-first",
+            Strategy::Recreate => "recreate",
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,7 +64,7 @@ pub struct Config {
 pub struct HealthConfig {
     /// How long a new release has to become healthy (default 60s).
     pub timeout: Option<String>,
-    /// How often the gate runs the health check (default 250ms).
+    /// How often the gate runs the health check (default 100ms).
     pub interval: Option<String>,
     /// Without a health check: an HTTP path to probe on the container...
     pub path: Option<String>,
@@ -97,6 +122,11 @@ pub struct App {
     pub state_dir: PathBuf,
     pub health: HealthSettings,
     pub retention: Retention,
+    /// The strategy set in dockmaster.toml, if any.
+    pub strategy: Option<Strategy>,
+    pub drain_timeout: Duration,
+    /// What the compose file says about the service.
+    pub service_def: crate::compose::Service,
     pub config_path: Option<PathBuf>,
 }
 
@@ -171,7 +201,7 @@ impl App {
             interval: dur(
                 &config.health.interval,
                 "[health] interval",
-                Duration::from_millis(250),
+                Duration::from_millis(100),
             )?,
             http: match (&config.health.path, config.health.port) {
                 (Some(p), Some(port)) => Some((p.clone(), port)),
@@ -218,6 +248,13 @@ impl App {
             state_dir,
             health,
             retention,
+            strategy: config.strategy,
+            drain_timeout: dur(
+                &config.drain_timeout,
+                "drain_timeout",
+                Duration::from_secs(30),
+            )?,
+            service_def: service.clone(),
             config_path,
             service: service_name,
             project,

@@ -52,12 +52,17 @@ pub async fn run(
     }
 
     let _lock = Lock::acquire(&app.state_dir, &app.id(), "deploy", wait_lock)?;
-    let compose = compose::Cli::detect().await?;
     let history = ctx.history()?;
     history.close_abandoned()?;
 
-    let releases = ctx.engine.releases(&app.repository).await?;
-    let live = ctx.live(&releases).await?;
+    // Finding compose (a process or two) overlaps with asking the engine.
+    let (compose, found) = tokio::join!(compose::Cli::detect(), async {
+        let releases = ctx.engine.releases(&app.repository).await?;
+        let live = ctx.live(&releases).await?;
+        Ok::<_, Error>((releases, live))
+    });
+    let compose = compose?;
+    let (_releases, live) = found?;
     let previous: Option<Target> = live.as_ref().and_then(|l| {
         l.release.as_ref().map(|r| Target {
             tag: r.tag.to_string(),
@@ -129,7 +134,19 @@ pub async fn run(
         verify: 8,
         total: TOTAL,
     };
-    match golive::go_live(ctx, &compose, &target, timeout, &steps, true).await? {
+    let choice = match crate::switch::choose(app, &ctx.engine, &image_id, args.strategy).await {
+        Ok(c) => c,
+        Err(e) => {
+            history.end(event, Recorded::Failed, Some(&first_line(&e.to_string())))?;
+            return Err(e);
+        }
+    };
+    let how = golive::How {
+        choice: &choice,
+        interruptible: true,
+        keep_failed: args.no_rollback,
+    };
+    match golive::go_live(ctx, &compose, &target, timeout, &steps, &how).await? {
         Outcome::Healthy { .. } => {
             history.mark(&target.tag, Mark::KnownGood)?;
             history.end(event, Recorded::Succeeded, None)?;
@@ -158,6 +175,7 @@ pub async fn run(
             reason,
             container,
             interrupted,
+            previous_serving,
         } => {
             if let Some(c) = &container {
                 golive::show_logs(ctx, c, 50).await;
@@ -172,6 +190,22 @@ pub async fn run(
                 "failed its health gate"
             };
             let (outcome, message, hint) = match (&previous, args.no_rollback && !interrupted) {
+                // Start-first: the new release never took traffic.
+                (_, _) if previous_serving => (
+                    Recorded::Failed,
+                    format!(
+                        "{} {what}: {reason}\n{}",
+                        app.image_ref(&target.tag),
+                        match &previous_tag {
+                            Some(t) => format!(
+                                "{} kept serving throughout and is still live (start-first: the new release never took traffic)",
+                                app.image_ref(t)
+                            ),
+                            None => "this was the first release, so nothing is live".to_string(),
+                        }
+                    ),
+                    "its logs are above; fix it and deploy again".to_string(),
+                ),
                 (_, true) => (
                     Recorded::Failed,
                     format!(
@@ -216,7 +250,7 @@ pub async fn run(
                     )
                 }
             };
-            report.live = if report.rolled_back {
+            report.live = if report.rolled_back || previous_serving {
                 previous_tag.clone()
             } else if args.no_rollback {
                 Some(target.tag.clone())

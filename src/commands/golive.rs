@@ -6,10 +6,12 @@ use std::time::Duration;
 use crate::commands::Ctx;
 use crate::compose;
 use crate::engine::ContainerInfo;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::health::{HealthGate, Verdict};
 use crate::output::human_duration;
-use crate::switch::Switcher;
+use crate::settings::Strategy;
+use crate::switch::start_first::StartFirst;
+use crate::switch::{Choice, Switcher};
 
 /// What to put live: a tag of the app's repository and the image it must resolve to.
 #[derive(Clone, Debug)]
@@ -21,14 +23,15 @@ pub struct Target {
 pub enum Outcome {
     Healthy {
         container: ContainerInfo,
-        after: Duration,
-        how: String,
     },
-    /// The switch or the gate failed; `container` is the new one when it was created.
+    /// The switch or the gate failed. `container` is the new one when it still exists and
+    /// its logs were not shown yet; `previous_serving` is true when the live release never
+    /// stopped serving (start-first), so there is nothing to put back.
     Unhealthy {
         reason: String,
         container: Option<ContainerInfo>,
         interrupted: bool,
+        previous_serving: bool,
     },
 }
 
@@ -40,13 +43,34 @@ pub struct Steps {
     pub total: usize,
 }
 
+/// How go_live runs: the strategy, and whether a failed candidate is kept for inspection.
+pub struct How<'a> {
+    pub choice: &'a Choice,
+    pub interruptible: bool,
+    pub keep_failed: bool,
+}
+
 pub async fn go_live(
     ctx: &Ctx,
     compose: &compose::Cli,
     target: &Target,
     timeout: Duration,
     steps: &Steps,
-    interruptible: bool,
+    how: &How<'_>,
+) -> Result<Outcome> {
+    match how.choice.strategy {
+        Strategy::Recreate => recreate(ctx, compose, target, timeout, steps, how).await,
+        Strategy::StartFirst => start_first(ctx, compose, target, timeout, steps, how).await,
+    }
+}
+
+async fn recreate(
+    ctx: &Ctx,
+    compose: &compose::Cli,
+    target: &Target,
+    timeout: Duration,
+    steps: &Steps,
+    how: &How<'_>,
 ) -> Result<Outcome> {
     let p = &ctx.printer;
     let app = &ctx.app;
@@ -54,9 +78,10 @@ pub async fn go_live(
         steps.switch,
         steps.total,
         &format!(
-            "Putting {} live ({} up)",
+            "Putting {} live ({} up, {})",
             app.image_ref(&target.tag),
-            compose.display()
+            compose.display(),
+            how.choice.why
         ),
     );
     let switcher = Switcher {
@@ -72,46 +97,193 @@ pub async fn go_live(
                 reason: e.to_string(),
                 container: None,
                 interrupted: false,
+                previous_serving: false,
             });
         }
     };
     p.ok(&format!("Container {} recreated", container.name));
 
     p.step(steps.gate, steps.total, "Waiting for it to be healthy");
-    let gate = HealthGate {
-        engine: &ctx.engine,
-        settings: &app.health,
-        timeout,
-        interruptible,
-    };
-    match gate.wait(&container.id).await? {
-        Verdict::Healthy { after, how } => {
-            p.ok(&format!("Healthy after {} ({how})", human_duration(after)));
-        }
-        Verdict::Unhealthy { reason } => {
-            p.fail(&format!("Not healthy: {reason}"));
-            return Ok(Outcome::Unhealthy {
-                reason,
-                container: Some(container),
-                interrupted: false,
-            });
-        }
-        Verdict::Interrupted => {
-            p.fail("Interrupted while waiting for health");
-            return Ok(Outcome::Unhealthy {
-                reason: "interrupted while waiting for health".into(),
-                container: Some(container),
-                interrupted: true,
-            });
-        }
+    if let Some((reason, interrupted)) = gate(ctx, &container, timeout, how.interruptible).await? {
+        return Ok(Outcome::Unhealthy {
+            reason,
+            container: Some(container),
+            interrupted,
+            previous_serving: false,
+        });
     }
 
     p.step(steps.verify, steps.total, "Verifying");
-    let now = ctx
+    let now = match verify(ctx, &container, target).await? {
+        Ok(now) => now,
+        Err((reason, now)) => {
+            return Ok(Outcome::Unhealthy {
+                reason,
+                container: now,
+                interrupted: false,
+                previous_serving: false,
+            });
+        }
+    };
+    // Release containers of an earlier start-first switch no longer take traffic.
+    crate::switch::retire_app_containers(app, &ctx.engine, None).await?;
+    Ok(Outcome::Healthy { container: now })
+}
+
+async fn start_first(
+    ctx: &Ctx,
+    compose: &compose::Cli,
+    target: &Target,
+    timeout: Duration,
+    steps: &Steps,
+    how: &How<'_>,
+) -> Result<Outcome> {
+    let p = &ctx.printer;
+    let app = &ctx.app;
+    p.step(
+        steps.switch,
+        steps.total,
+        &format!(
+            "Starting {} beside the live release ({})",
+            app.image_ref(&target.tag),
+            how.choice.why
+        ),
+    );
+    let sf = StartFirst {
+        app,
+        engine: &ctx.engine,
+        compose,
+        ports: &how.choice.ports,
+    };
+    let candidate = match sf.start(&target.tag).await {
+        Ok(c) => c,
+        Err(e) => {
+            p.fail("Could not start it");
+            return Ok(Outcome::Unhealthy {
+                reason: e.to_string(),
+                container: None,
+                interrupted: false,
+                previous_serving: true,
+            });
+        }
+    };
+    p.ok(&format!("Container {} started", candidate.name));
+
+    p.step(
+        steps.gate,
+        steps.total,
+        "Waiting for it to be healthy (the live release keeps serving)",
+    );
+    if let Some((reason, interrupted)) = gate(ctx, &candidate, timeout, how.interruptible).await? {
+        show_logs(ctx, &candidate, 50).await;
+        if how.keep_failed && !interrupted {
+            p.info(&format!(
+                "{} is left in place, taking no traffic, for inspection (--no-rollback); `docker rm -f {}` removes it",
+                candidate.name, candidate.name
+            ));
+        } else {
+            sf.discard(&candidate).await?;
+            p.info(&format!("Removed {}", candidate.name));
+        }
+        return Ok(Outcome::Unhealthy {
+            reason,
+            container: None,
+            interrupted,
+            previous_serving: true,
+        });
+    }
+
+    p.step(
+        steps.verify,
+        steps.total,
+        "Moving traffic to it and verifying",
+    );
+    // From here on the switch is not interrupted: it is short and ends in a safe state.
+    match sf.take_traffic(&candidate, app.drain_timeout).await {
+        Ok(line) => p.ok(&line),
+        Err(e) => {
+            p.fail(&format!("Traffic not moved: {}", e.reason));
+            if e.previous_serving {
+                sf.discard(&candidate).await?;
+            }
+            return Ok(Outcome::Unhealthy {
+                reason: e.reason,
+                container: None,
+                interrupted: false,
+                previous_serving: e.previous_serving,
+            });
+        }
+    }
+    let now = match verify(ctx, &candidate, target).await? {
+        Ok(now) => now,
+        Err((reason, now)) => {
+            return Ok(Outcome::Unhealthy {
+                reason,
+                container: now,
+                interrupted: false,
+                previous_serving: false,
+            });
+        }
+    };
+    let old = ctx
         .engine
-        .container(&container.id)
+        .app_containers(&app.project.name, &app.service)
         .await?
-        .ok_or_else(|| Error::failed(format!("container {} disappeared", container.name)))?;
+        .into_iter()
+        .filter(|c| c.id != now.id)
+        .map(|c| c.name)
+        .collect::<Vec<_>>();
+    crate::switch::retire_app_containers(app, &ctx.engine, Some(&now.id)).await?;
+    if !old.is_empty() {
+        p.ok(&format!("Removed the old container {}", old.join(", ")));
+    }
+    Ok(Outcome::Healthy { container: now })
+}
+
+/// The health gate; `Some((reason, interrupted))` when it did not pass.
+async fn gate(
+    ctx: &Ctx,
+    container: &ContainerInfo,
+    timeout: Duration,
+    interruptible: bool,
+) -> Result<Option<(String, bool)>> {
+    let p = &ctx.printer;
+    let gate = HealthGate {
+        engine: &ctx.engine,
+        settings: &ctx.app.health,
+        timeout,
+        interruptible,
+    };
+    Ok(match gate.wait(&container.id).await? {
+        Verdict::Healthy { after, how } => {
+            p.ok(&format!("Healthy after {} ({how})", human_duration(after)));
+            None
+        }
+        Verdict::Unhealthy { reason } => {
+            p.fail(&format!("Not healthy: {reason}"));
+            Some((reason, false))
+        }
+        Verdict::Interrupted => {
+            p.fail("Interrupted while waiting for health");
+            Some(("interrupted while waiting for health".into(), true))
+        }
+    })
+}
+
+/// Check that the container runs exactly the target image; then `latest` names it.
+#[allow(clippy::type_complexity)]
+async fn verify(
+    ctx: &Ctx,
+    container: &ContainerInfo,
+    target: &Target,
+) -> Result<std::result::Result<ContainerInfo, (String, Option<ContainerInfo>)>> {
+    let p = &ctx.printer;
+    let app = &ctx.app;
+    let Some(now) = ctx.engine.container(&container.id).await? else {
+        let reason = format!("container {} disappeared", container.name);
+        p.fail(&reason);
+        return Ok(Err((reason, None)));
+    };
     if now.image_id != target.image_id || !now.running {
         let reason = format!(
             "container {} runs image {} (state {}), expected {} ({})",
@@ -122,11 +294,7 @@ pub async fn go_live(
             short_id(&target.image_id)
         );
         p.fail(&reason);
-        return Ok(Outcome::Unhealthy {
-            reason,
-            container: Some(now),
-            interrupted: false,
-        });
+        return Ok(Err((reason, Some(now))));
     }
     p.ok(&format!(
         "Container {} is running image {}",
@@ -140,11 +308,7 @@ pub async fn go_live(
         "{} now names the live image",
         app.image_ref("latest")
     ));
-    Ok(Outcome::Healthy {
-        container: now,
-        after: Duration::ZERO,
-        how: String::new(),
-    })
+    Ok(Ok(now))
 }
 
 /// Print the failed container's last log lines (the first thing anyone asks at night).
@@ -189,7 +353,19 @@ pub async fn restore(
         total: 3,
     };
     // Putting the previous release back is itself the safe point: it is not interrupted.
-    match go_live(ctx, compose, previous, timeout, &steps, false).await? {
+    // It recreates: whatever failed in the switch, compose puts the service back as it is
+    // written, and the next start-first deploy sets the proxy up again.
+    let choice = Choice {
+        strategy: Strategy::Recreate,
+        ports: vec![],
+        why: "recreate, to put the previous release back".into(),
+    };
+    let how = How {
+        choice: &choice,
+        interruptible: false,
+        keep_failed: false,
+    };
+    match go_live(ctx, compose, previous, timeout, &steps, &how).await? {
         Outcome::Healthy { container, .. } => Ok((
             true,
             format!(

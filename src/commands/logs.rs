@@ -6,10 +6,11 @@ use crate::error::{Error, Result, exit};
 
 pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<u8> {
     let app = &ctx.app;
+    let releases = ctx.engine.releases(&app.repository).await?;
     let container = ctx
-        .engine
-        .service_container(&app.project.name, &app.service)
+        .live(&releases)
         .await?
+        .map(|l| l.container)
         .ok_or_else(|| {
             Error::failed(format!(
                 "service `{}` of project `{}` has no container",

@@ -29,9 +29,13 @@ pub struct Ctx {
 /// The service's container now and the release it runs, if it runs one of ours.
 #[derive(Clone, Debug)]
 pub struct Live {
+    /// The container that serves the service's traffic: the app container the proxy sends
+    /// it to (start-first), else the service's own container.
     pub container: ContainerInfo,
     /// The release whose image the container runs.
     pub release: Option<Release>,
+    /// The switch proxy, when the service's container is one.
+    pub proxy: Option<ContainerInfo>,
 }
 
 impl Live {
@@ -46,16 +50,41 @@ impl Live {
 
 impl Ctx {
     pub async fn live(&self, releases: &[Release]) -> Result<Option<Live>> {
-        let Some(container) = self
+        let app = &self.app;
+        let service = self
             .engine
-            .service_container(&self.app.project.name, &self.app.service)
-            .await?
-        else {
-            return Ok(None);
+            .service_container(&app.project.name, &app.service)
+            .await?;
+        let (container, proxy) = match service {
+            Some(proxy) if crate::switch::is_proxy(&proxy) => {
+                // The proxy knows where traffic goes; if it cannot say (stopped), the newest
+                // running release container is the best answer.
+                let upstream = match crate::switch::proxy_upstream(&self.engine, &proxy).await {
+                    Some(name) => self.engine.container(&name).await?,
+                    None => None,
+                };
+                let upstream = match upstream {
+                    Some(c) => Some(c),
+                    None => self
+                        .engine
+                        .app_containers(&app.project.name, &app.service)
+                        .await?
+                        .into_iter()
+                        .filter(|c| c.running)
+                        .max_by_key(|c| c.started_at),
+                };
+                match upstream {
+                    Some(c) => (c, Some(proxy)),
+                    None => (proxy.clone(), Some(proxy)),
+                }
+            }
+            Some(c) => (c, None),
+            None => return Ok(None),
         };
         Ok(Some(Live {
             release: live_release(&container, releases),
             container,
+            proxy,
         }))
     }
 

@@ -44,8 +44,13 @@ pub async fn run(
     let _lock = Lock::acquire(&app.state_dir, &app.id(), "rollback", wait_lock)?;
     let history = ctx.history()?;
     history.close_abandoned()?;
-    let releases = ctx.engine.releases(&app.repository).await?;
-    let live = ctx.live(&releases).await?;
+    // Finding compose (a process or two) overlaps with asking the engine.
+    let (compose, found) = tokio::join!(compose::Cli::detect(), async {
+        let releases = ctx.engine.releases(&app.repository).await?;
+        let live = ctx.live(&releases).await?;
+        Ok::<_, Error>((releases, live))
+    });
+    let (releases, live) = found?;
     let live_release = live.as_ref().and_then(|l| l.release.clone());
     let marks = history.marks()?;
 
@@ -92,7 +97,7 @@ pub async fn run(
         },
     };
     let target_tag = target.tag.to_string();
-    let compose = compose::Cli::detect().await?;
+    let compose = compose?;
 
     p.banner(&format!(
         "dockmaster rollback: {} (service `{}`)\n\nTarget tag: {target_tag} ({why})",
@@ -147,7 +152,19 @@ pub async fn run(
         duration_ms: 0,
         reason: None,
     };
-    match golive::go_live(ctx, &compose, &t, timeout, &steps, true).await? {
+    let choice = match crate::switch::choose(app, &ctx.engine, &t.image_id, args.strategy).await {
+        Ok(c) => c,
+        Err(e) => {
+            history.end(event, Recorded::Failed, Some(&e.to_string()))?;
+            return Err(e);
+        }
+    };
+    let how = golive::How {
+        choice: &choice,
+        interruptible: true,
+        keep_failed: false,
+    };
+    match golive::go_live(ctx, &compose, &t, timeout, &steps, &how).await? {
         Outcome::Healthy { .. } => {
             history.mark(&target_tag, Mark::KnownGood)?;
             history.end(event, Recorded::Succeeded, None)?;
@@ -174,6 +191,7 @@ pub async fn run(
             reason,
             container,
             interrupted,
+            previous_serving,
         } => {
             if let Some(c) = &container {
                 golive::show_logs(ctx, c, 50).await;
@@ -185,6 +203,16 @@ pub async fn run(
                 .as_ref()
                 .filter(|r| r.image_id != target.image_id)
             {
+                Some(prev) if previous_serving => {
+                    report.live = Some(prev.tag.to_string());
+                    (
+                        Recorded::Failed,
+                        format!(
+                            "{} kept serving throughout and is still live (start-first: {target_tag} never took traffic)",
+                            app.image_ref(&prev.tag.to_string())
+                        ),
+                    )
+                }
                 Some(prev) => {
                     let prev = Target {
                         tag: prev.tag.to_string(),
@@ -216,7 +244,7 @@ pub async fn run(
                 Some(reason.lines().next().unwrap_or_default()),
             )?;
             report.reason = Some(reason.clone());
-            report.outcome = if report.live.is_some() {
+            report.outcome = if report.live.is_some() && !previous_serving {
                 "rolled-back"
             } else {
                 "failed"

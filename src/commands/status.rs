@@ -18,6 +18,8 @@ struct Report {
     /// The live release's tag, when the container runs one.
     live: Option<String>,
     container: Option<ContainerReport>,
+    /// The switch proxy that holds the service's name and ports (start-first), if any.
+    proxy: Option<ProxyReport>,
     /// The release dockmaster last put live, by its history.
     recorded_live: Option<String>,
     /// Whether the container runs what dockmaster last put live (None: no record yet).
@@ -28,6 +30,14 @@ struct Report {
     releases: usize,
     disk_bytes: i64,
     last_event: Option<Event>,
+}
+
+#[derive(Serialize)]
+struct ProxyReport {
+    name: String,
+    state: String,
+    /// The app container it sends traffic to.
+    upstream: String,
 }
 
 #[derive(Serialize)]
@@ -90,6 +100,13 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
                 restarts: c.restart_count,
             }
         }),
+        proxy: live.as_ref().and_then(|l| {
+            l.proxy.as_ref().map(|p| ProxyReport {
+                name: p.name.clone(),
+                state: p.state.clone(),
+                upstream: l.container.name.clone(),
+            })
+        }),
         matches_record: recorded.as_ref().map(|r| Some(r) == live_tag.as_ref()),
         recorded_live: recorded.clone(),
         latest_matches: latest_id
@@ -135,6 +152,12 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
                 ));
             }
             lines.push(format!("restarts:       {}", c.restarts));
+            if let Some(px) = &report.proxy {
+                lines.push(format!(
+                    "proxy:          {} ({}), sends traffic to {} (start-first switching)",
+                    px.name, px.state, px.upstream
+                ));
+            }
         }
     }
     lines.push(match (&recorded, report.matches_record) {

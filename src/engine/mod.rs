@@ -2,6 +2,7 @@
 //! go through the `docker` CLI (see `build.rs` for why).
 
 mod build;
+pub mod proxy_image;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +24,10 @@ use crate::release::{self, Release, Tag};
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
 pub const LABEL_SERVICE: &str = "com.docker.compose.service";
 pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
+/// `app` on release containers started beside the live one, `proxy` on the switch proxy.
+pub const LABEL_ROLE: &str = "dev.dockmaster.role";
+/// The release tag an `app` container was started for.
+pub const LABEL_RELEASE: &str = "dev.dockmaster.release";
 
 #[derive(Clone)]
 pub struct Engine {
@@ -226,6 +231,20 @@ impl Engine {
         cmd: Vec<String>,
         timeout: Duration,
     ) -> Result<Option<i64>> {
+        Ok(self
+            .exec_output(container, cmd, timeout)
+            .await?
+            .map(|(code, _)| code))
+    }
+
+    /// Run `cmd` in the container; its exit code and output (stdout and stderr), or `None`
+    /// when it did not finish in time.
+    pub async fn exec_output(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Option<(i64, String)>> {
         let config = ExecConfig {
             cmd: Some(cmd),
             attach_stdout: Some(true),
@@ -238,6 +257,7 @@ impl Engine {
             .await
             .map_err(api_error)?;
         let run = async {
+            let mut text = String::new();
             match self
                 .docker
                 .start_exec(&exec.id, None)
@@ -246,8 +266,9 @@ impl Engine {
             {
                 bollard::exec::StartExecResults::Attached { mut output, .. } => {
                     while let Some(chunk) = output.next().await {
-                        if chunk.is_err() {
-                            break;
+                        match chunk {
+                            Ok(c) => text.push_str(&String::from_utf8_lossy(&c.into_bytes())),
+                            Err(_) => break,
                         }
                     }
                 }
@@ -258,12 +279,102 @@ impl Engine {
                 .inspect_exec(&exec.id)
                 .await
                 .map_err(api_error)?;
-            Ok::<_, Error>(inspect.exit_code)
+            Ok::<_, Error>(inspect.exit_code.map(|c| (c, text)))
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
             Err(_) => Ok(None),
         }
+    }
+
+    /// The release containers dockmaster started for the service (label `role=app`).
+    pub async fn app_containers(&self, project: &str, service: &str) -> Result<Vec<ContainerInfo>> {
+        let p = format!("{LABEL_PROJECT}={project}");
+        let s = format!("{LABEL_SERVICE}={service}");
+        let r = format!("{LABEL_ROLE}=app");
+        let filters: HashMap<&str, Vec<&str>> =
+            HashMap::from([("label", vec![p.as_str(), s.as_str(), r.as_str()])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api_error)?;
+        let mut out = vec![];
+        for id in list.into_iter().filter_map(|c| c.id) {
+            if let Some(c) = self.container(&id).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stop a container (SIGTERM, then SIGKILL after `grace`) and remove it.
+    pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<()> {
+        let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
+            .t(grace.as_secs().try_into().unwrap_or(i32::MAX))
+            .build();
+        match self.docker.stop_container(id, Some(stop)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => {}
+            Err(e) => return Err(api_error(e)),
+        }
+        let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .build();
+        match self.docker.remove_container(id, Some(rm)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
+    /// Give a container the restart policy compose would have (`compose run` gives none).
+    pub async fn set_restart_policy(&self, id: &str, policy: &str) -> Result<()> {
+        use bollard::models::{ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum};
+        let (name, count) = policy.split_once(':').unwrap_or((policy, ""));
+        let name = match name {
+            "always" => RestartPolicyNameEnum::ALWAYS,
+            "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            _ => return Ok(()),
+        };
+        let body = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(name),
+                maximum_retry_count: count.parse().ok(),
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
+            .await
+            .map(|_| ())
+            .map_err(api_error)
+    }
+
+    /// The TCP ports an image declares with `EXPOSE`.
+    pub async fn exposed_ports(&self, image: &str) -> Result<Vec<u16>> {
+        let inspect = self.docker.inspect_image(image).await.map_err(api_error)?;
+        let mut ports: Vec<u16> = inspect
+            .config
+            .and_then(|c| c.exposed_ports)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|k| k.strip_suffix("/tcp").and_then(|p| p.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ports.sort_unstable();
+        Ok(ports)
     }
 
     /// The container's last `n` log lines (stdout and stderr interleaved).

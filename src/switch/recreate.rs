@@ -1,11 +1,10 @@
-//! Putting a release live through compose, so that compose keeps owning the service's
-//! container (its labels, networks, `container_name`, restart policy) and a plain
-//! `docker compose up -d` afterwards reproduces what dockmaster left.
+//! The recreate switch: `compose up --force-recreate` of the service with the release's
+//! tag, so that compose keeps owning the service's container (its labels, networks,
+//! `container_name`, restart policy) and a plain `docker compose up -d` afterwards
+//! reproduces what dockmaster left. The old container stops before the new one starts:
+//! used where start-first is not safe, and to put a release back after a failed switch.
 
-use std::path::PathBuf;
 use std::process::Stdio;
-
-use fs_err as fs;
 
 use crate::compose;
 use crate::engine::{ContainerInfo, Engine};
@@ -22,12 +21,7 @@ impl Switcher<'_> {
     /// Recreate the service's container from `<repository>:<tag>`; returns the new container.
     pub async fn put_live(&self, tag: &str) -> Result<ContainerInfo> {
         let app = self.app;
-        let mut extra = vec![];
-        let mut cmd_env = vec![];
-        match &app.tag_var {
-            Some(var) => cmd_env.push((var.clone(), tag.to_string())),
-            None => extra.push(self.write_override(tag)?),
-        }
+        let (extra, cmd_env) = super::image_override(app, tag)?;
 
         if self.compose.major == 1 {
             self.avoid_v1_container_config_crash().await?;
@@ -78,27 +72,12 @@ impl Switcher<'_> {
         Ok(container)
     }
 
-    /// Without a tag variable, the image is set in a compose override file kept in the
-    /// state directory (never in the user's checkout, which must stay clean).
-    fn write_override(&self, tag: &str) -> Result<PathBuf> {
-        let app = self.app;
-        fs::create_dir_all(&app.state_dir).map_err(|e| Error::failed(e.to_string()))?;
-        let path = app.state_dir.join(format!("{}.override.yml", app.id()));
-        let body = format!(
-            "# Written by dockmaster: the release it put live last.\nservices:\n  {}:\n    image: \"{}\"\n",
-            app.service,
-            app.image_ref(tag).replace('$', "$$")
-        );
-        fs::write(&path, body).map_err(|e| Error::failed(e.to_string()))?;
-        Ok(path)
-    }
-
     /// docker-compose 1.x crashes with `KeyError: 'ContainerConfig'` when it recreates a
     /// container whose image was built by BuildKit (docker/compose#11693) — after it has
     /// already stopped and renamed the old container, leaving the service down. When the
     /// running container's image lacks that field we remove the container first, so compose
     /// creates a fresh one instead of recreating.
-    async fn avoid_v1_container_config_crash(&self) -> Result<()> {
+    pub async fn avoid_v1_container_config_crash(&self) -> Result<()> {
         let app = self.app;
         let Some(current) = self
             .engine

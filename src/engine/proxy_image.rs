@@ -1,0 +1,159 @@
+//! The proxy's image, built locally from the running dockmaster binary — nothing pulled.
+//!
+//! The image is `FROM scratch` with this executable and exactly the shared libraries it has
+//! loaded (read from /proc/self/maps), plus glibc's name-service modules so the proxy can
+//! resolve app containers by name through Docker's DNS. Its tag is derived from the binary,
+//! so a new dockmaster version builds a new image once and an unchanged one reuses it.
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures_util::StreamExt;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+pub const REPOSITORY: &str = "dockmaster-proxy";
+
+/// The image ref for this binary, building it if the engine does not have it yet.
+pub async fn ensure(engine: &Engine) -> Result<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find the dockmaster executable: {e}")))?;
+    let meta = std::fs::metadata(&exe)
+        .map_err(|e| Error::failed(format!("cannot read {}: {e}", exe.display())))?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.len().hash(&mut h);
+    meta.modified().ok().hash(&mut h);
+    exe.hash(&mut h);
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    let image = format!(
+        "{REPOSITORY}:{}-{:012x}",
+        env!("CARGO_PKG_VERSION"),
+        h.finish() & 0xffff_ffff_ffff
+    );
+    if engine.image_id(&image).await?.is_some() {
+        return Ok(image);
+    }
+    let context = context_tar(&exe)
+        .map_err(|e| Error::failed(format!("cannot pack the proxy image: {e}")))?;
+    let opts = BuildImageOptionsBuilder::default()
+        .t(&image)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream =
+        engine
+            .docker()
+            .build_image(opts, None, Some(bollard::body_full(context.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| {
+            Error::failed(format!("building the proxy image {image} failed: {e}"))
+                .hint("`docker info` shows whether the engine is healthy and has disk space")
+        })?;
+        if let Some(detail) = info.error_detail {
+            return Err(Error::failed(format!(
+                "building the proxy image {image} failed: {}",
+                detail.message.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(image)
+}
+
+fn context_tar(exe: &Path) -> std::io::Result<Vec<u8>> {
+    let mut libs: BTreeSet<PathBuf> = BTreeSet::new();
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    for line in maps.lines() {
+        if let Some(path) = line.split_whitespace().nth(5)
+            && path.starts_with('/')
+            && path.contains(".so")
+        {
+            libs.insert(PathBuf::from(path));
+        }
+    }
+    // The program interpreter is mapped under its real path (e.g. /usr/lib/…) but the
+    // binary names it by its conventional one (/lib64/ld-linux-x86-64.so.2): add that too.
+    let interps: Vec<PathBuf> = libs
+        .iter()
+        .filter(|l| {
+            l.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+        })
+        .cloned()
+        .collect();
+    for interp in interps {
+        if let Some(name) = interp.file_name() {
+            for dir in ["/lib64", "/lib"] {
+                let p = Path::new(dir).join(name);
+                if p.exists() {
+                    libs.insert(p);
+                }
+            }
+        }
+    }
+    // glibc loads these only when it first resolves a name: include them if present.
+    let lib_dirs: BTreeSet<PathBuf> = libs
+        .iter()
+        .filter_map(|l| l.parent().map(Path::to_path_buf))
+        .collect();
+    for dir in lib_dirs {
+        for name in ["libnss_dns.so.2", "libnss_files.so.2", "libresolv.so.2"] {
+            let p = dir.join(name);
+            if p.is_file() {
+                libs.insert(p);
+            }
+        }
+    }
+
+    let mut tar = tar::Builder::new(Vec::new());
+    let dockerfile = "FROM scratch\nCOPY rootfs/ /\nLABEL dev.dockmaster.role=proxy-image\nENTRYPOINT [\"/dockmaster\"]\n";
+    append_bytes(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
+    append_bytes(
+        &mut tar,
+        "rootfs/etc/nsswitch.conf",
+        b"hosts: files dns\n",
+        0o644,
+    )?;
+    append_bytes(
+        &mut tar,
+        "rootfs/var/lib/dockmaster-proxy/.keep",
+        b"",
+        0o644,
+    )?;
+    append_bytes(&mut tar, "rootfs/tmp/.keep", b"", 0o644)?;
+    append_file(&mut tar, exe, Path::new("rootfs/dockmaster"))?;
+    for lib in &libs {
+        let rel = lib.strip_prefix("/").unwrap_or(lib);
+        append_file(&mut tar, lib, &Path::new("rootfs").join(rel))?;
+    }
+    tar.into_inner()
+}
+
+/// A plain regular-file entry (the tar crate would write a sparse entry for a sparse file,
+/// which the engine's legacy builder rejects), following symlinks.
+fn append_file(tar: &mut tar::Builder<Vec<u8>>, src: &Path, dst: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(src)?;
+    let len = file.metadata()?.len();
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(len);
+    header.set_mode(0o755);
+    header.set_cksum();
+    tar.append_data(&mut header, dst, file)
+}
+
+fn append_bytes(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    data: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    header.set_cksum();
+    tar.append_data(&mut header, path, Cursor::new(data))
+}
