@@ -177,6 +177,16 @@ impl Fixture {
     fn write_static_files(&self) {
         let d = &self.dir;
         std::fs::write(d.join("Dockerfile"), DOCKERFILE).unwrap();
+        // `/cgi-bin/slow` answers after 3 s: an in-flight request a switch must drain.
+        std::fs::create_dir_all(d.join("www/cgi-bin")).unwrap();
+        let slow = d.join("www/cgi-bin/slow");
+        std::fs::write(
+            &slow,
+            "#!/bin/sh\nsleep 3\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::copy("/bin/busybox", d.join("busybox")).expect("copy /bin/busybox");
         std::fs::write(self.work.join(".gitignore"), "busybox\n").unwrap();
         std::fs::write(
@@ -320,40 +330,64 @@ impl Fixture {
         Dm { cmd }
     }
 
-    /// The service's container (id, image reference it was created from, image id, running).
+    /// The container that serves the service: the app container dockmaster's switch proxy
+    /// sends traffic to (asked from the proxy itself), else the service's own container.
     pub fn live(&self) -> Option<Live> {
-        let out = docker_out(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.project),
-            "--filter",
-            &format!("label=com.docker.compose.service={}", self.service),
-            "--format",
-            "{{.ID}}",
-        ]);
-        let ids: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        if let Some(proxy) = self.proxy() {
+            let status = Command::new("docker")
+                .args(["exec", &proxy.id, "/dockmaster", "proxy-ctl", "status"])
+                .output()
+                .expect("docker exec");
+            let text = String::from_utf8_lossy(&status.stdout).to_string();
+            let upstream = text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("upstream="))
+                .unwrap_or_else(|| panic!("proxy status without upstream: {text}"));
+            return Some(inspect_live(upstream));
+        }
+        let ids = self.container_ids(&[]);
         let mut found = None;
         for id in ids {
-            let info = docker_out(&[
-                "inspect",
-                "--format",
-                "{{.Id}}|{{.Config.Image}}|{{.Image}}|{{.State.Running}}|{{.Name}}",
-                id,
-            ]);
-            let parts: Vec<&str> = info.trim().split('|').collect();
-            let live = Live {
-                id: parts[0].to_string(),
-                image_ref: parts[1].to_string(),
-                image_id: parts[2].to_string(),
-                running: parts[3] == "true",
-                name: parts[4].trim_start_matches('/').to_string(),
-            };
+            let live = inspect_live(&id);
+            if live.oneoff {
+                continue;
+            }
             if live.running || found.is_none() {
                 found = Some(live);
             }
         }
         found
+    }
+
+    /// The switch proxy, when the service's container is one and runs.
+    pub fn proxy(&self) -> Option<Live> {
+        self.container_ids(&["label=dev.dockmaster.role=proxy"])
+            .iter()
+            .map(|id| inspect_live(id))
+            .find(|c| c.running)
+    }
+
+    /// Every container of this fixture's service (compose's, dockmaster's release
+    /// containers, the proxy), running or not.
+    pub fn container_ids(&self, extra_filters: &[&str]) -> Vec<String> {
+        let project = format!("label=com.docker.compose.project={}", self.project);
+        let service = format!("label=com.docker.compose.service={}", self.service);
+        let mut args = vec!["ps", "-a", "--filter", &project, "--filter", &service];
+        for f in extra_filters {
+            args.push("--filter");
+            args.push(f);
+        }
+        args.extend(["--format", "{{.ID}}"]);
+        docker_out(&args)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The compose project's default network.
+    pub fn network(&self) -> String {
+        format!("{}_default", self.project)
     }
 
     /// What the live container serves at /version (asked from inside it).
@@ -410,6 +444,12 @@ impl Drop for Fixture {
             args.extend(ids);
             let _ = Command::new("docker").args(&args).output();
         }
+        let vols = docker_out(&["volume", "ls", "-q", "--filter", &label]);
+        for vol in vols.split_whitespace() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", vol])
+                .output();
+        }
         let nets = docker_out(&["network", "ls", "-q", "--filter", &label]);
         for net in nets.split_whitespace() {
             let _ = Command::new("docker").args(["network", "rm", net]).output();
@@ -452,6 +492,27 @@ pub struct Live {
     pub image_ref: String,
     pub image_id: String,
     pub running: bool,
+    /// A `compose run` container (dockmaster's start-first release containers are).
+    pub oneoff: bool,
+}
+
+pub fn inspect_live(id: &str) -> Live {
+    let info = docker_out(&[
+        "inspect",
+        "--format",
+        "{{.Id}}|{{.Config.Image}}|{{.Image}}|{{.State.Running}}|{{.Name}}|{{index .Config.Labels \"com.docker.compose.oneoff\"}}|{{index .Config.Labels \"dev.dockmaster.role\"}}",
+        id,
+    ]);
+    let parts: Vec<&str> = info.trim().split('|').collect();
+    assert!(parts.len() >= 7, "docker inspect {id}: {info}");
+    Live {
+        id: parts[0].to_string(),
+        image_ref: parts[1].to_string(),
+        image_id: parts[2].to_string(),
+        running: parts[3] == "true",
+        name: parts[4].trim_start_matches('/').to_string(),
+        oneoff: parts[5].eq_ignore_ascii_case("true"),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

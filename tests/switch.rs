@@ -1,0 +1,372 @@
+//! Issue 5: the start-first switch, measured by clients that probe the service throughout.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::support::{Behaviour, Fixture, Options, docker_out};
+
+/// A service that exposes its port (start-first needs to know it), with a container name
+/// and a host port (ephemeral, on loopback) as in the guide.
+fn start_first_fixture(name: &str) -> Fixture {
+    Fixture::with(
+        name,
+        Options {
+            container_name: true,
+            extra_service_yaml: Some("    ports:\n      - \"127.0.0.1::8080\"\n".into()),
+            ..Options::default()
+        },
+    )
+}
+
+/// A client container on the compose network, requesting `url` every 50 ms until told to
+/// stop (at most 3000 requests), printing `ok` or `FAIL` per request.
+struct NetClient {
+    id: String,
+}
+
+impl NetClient {
+    fn start(fx: &Fixture, url: &str) -> NetClient {
+        let image = format!("{}:latest", fx.repo);
+        let script = format!(
+            "i=0; while [ ! -f /tmp/stop ] && [ $i -lt 3000 ]; do i=$((i+1)); \
+             if timeout 2 wget -q -O /dev/null {url}; then echo ok; else echo FAIL; fi; \
+             sleep 0.05; done; echo done"
+        );
+        let id = docker_out(&[
+            "run",
+            "-d",
+            "--network",
+            &fx.network(),
+            "--label",
+            &format!("com.docker.compose.project={}", fx.project),
+            "--entrypoint",
+            "/bin/sh",
+            &image,
+            "-c",
+            &script,
+        ])
+        .trim()
+        .to_string();
+        assert!(!id.is_empty(), "client container started");
+        NetClient { id }
+    }
+
+    /// Stop and return (ok, failed).
+    fn finish(self) -> (usize, usize) {
+        let _ = Command::new("docker")
+            .args(["exec", &self.id, "touch", "/tmp/stop"])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let logs = logs(&self.id);
+            if logs.contains("done") || Instant::now() > deadline {
+                let _ = Command::new("docker").args(["rm", "-f", &self.id]).output();
+                let ok = logs.lines().filter(|l| *l == "ok").count();
+                let failed = logs.lines().filter(|l| *l == "FAIL").count();
+                return (ok, failed);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn logs(id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["logs", id])
+        .output()
+        .expect("docker logs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A client on the host, through the published port.
+struct HostClient {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<(usize, usize)>,
+}
+
+impl HostClient {
+    fn start(port: u16) -> HostClient {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, 0);
+            for _ in 0..3000 {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if http_get(port, "/health").is_some_and(|(code, _)| code == 200) {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (ok, failed)
+        });
+        HostClient { stop, handle }
+    }
+
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("host client")
+    }
+}
+
+/// One HTTP/1.0 GET on loopback; (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Some((code, body))
+}
+
+fn host_port(fx: &Fixture) -> u16 {
+    let name = fx.container_name.clone().expect("container_name set");
+    let out = docker_out(&["port", &name, "8080/tcp"]);
+    out.lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no published port: {out}"))
+}
+
+#[test]
+fn start_first_switches_lose_no_request_for_any_client() {
+    let fx = start_first_fixture("sfzero");
+    let out = fx.dm(&["deploy"]);
+    out.ok().stderr_has("start-first");
+    let tag1 = fx.tag_today(&fx.head());
+    let proxy = fx.proxy().expect("the service's container is the proxy");
+    assert_eq!(
+        proxy.name,
+        fx.container_name.clone().unwrap(),
+        "the proxy holds container_name"
+    );
+    assert_eq!(fx.served_version(), "v1");
+    let port = host_port(&fx);
+
+    let by_service = NetClient::start(&fx, "http://app:8080/health");
+    let by_name = NetClient::start(
+        &fx,
+        &format!("http://{}:8080/health", fx.container_name.clone().unwrap()),
+    );
+    let host = HostClient::start(port);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Three switches: deploy v2, roll back to v1, roll forward to v2.
+    let commit2 = fx.push_version(Behaviour::Good);
+    let tag2 = fx.tag_today(&commit2);
+    fx.dm(&["deploy"]).ok().stderr_has("Traffic moved");
+    assert_eq!(fx.served_version(), "v2");
+    fx.dm(&["rollback", &tag1]).ok().stderr_has("Traffic moved");
+    assert_eq!(fx.served_version(), "v1");
+    fx.dm(&["rollback", &tag2]).ok();
+    assert_eq!(fx.served_version(), "v2");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (ok_s, failed_s) = by_service.finish();
+    let (ok_n, failed_n) = by_name.finish();
+    let (ok_h, failed_h) = host.finish();
+    eprintln!(
+        "by service name: {ok_s} ok / {failed_s} failed; by container_name: {ok_n}/{failed_n}; host port: {ok_h}/{failed_h}"
+    );
+    assert!(ok_s > 20 && ok_n > 20 && ok_h > 20, "the clients ran");
+    assert_eq!(
+        (failed_s, failed_n, failed_h),
+        (0, 0, 0),
+        "no failed request"
+    );
+
+    // The proxy stayed the same container; only the live release container exists besides it.
+    assert_eq!(fx.proxy().unwrap().id, proxy.id);
+    let apps = fx.container_ids(&["label=dev.dockmaster.role=app"]);
+    assert_eq!(apps.len(), 1, "old release containers removed: {apps:?}");
+    assert!(fx.live().unwrap().id.starts_with(&apps[0]));
+
+    // status tells the truth about the proxy and the live release.
+    let st = fx.dm(&["status", "--json"]).ok().json();
+    assert_eq!(st["live"], tag2.as_str());
+    assert_eq!(st["matches_record"], true);
+    assert_eq!(
+        st["proxy"]["name"],
+        fx.container_name.clone().unwrap().as_str()
+    );
+}
+
+#[test]
+fn failed_gate_leaves_the_old_release_serving_untouched() {
+    let fx = start_first_fixture("sffail");
+    fx.dm(&["deploy"]).ok();
+    let before = fx.snapshot();
+    let client = NetClient::start(&fx, "http://app:8080/health");
+
+    fx.push_version(Behaviour::NeverHealthy);
+    let out = fx.dm(&["deploy", "--timeout", "3s"]);
+    out.code(1)
+        .stderr_has("kept serving throughout")
+        .stderr_has("never took traffic");
+
+    let (ok, failed) = client.finish();
+    assert!(ok > 5, "client ran");
+    assert_eq!(
+        failed, 0,
+        "no request failed while the broken release was gated"
+    );
+    let after = fx.snapshot();
+    assert_eq!(
+        after.live, before.live,
+        "the old container was never touched"
+    );
+    assert_eq!(fx.served_version(), "v1");
+    // Only the failed release's image was added; nothing was removed.
+    assert!(after.images.is_superset(&before.images));
+    assert_eq!(after.images.len(), before.images.len() + 1);
+    assert_eq!(
+        fx.container_ids(&["label=dev.dockmaster.role=app"]).len(),
+        1,
+        "the failed candidate was removed"
+    );
+    let json = fx.dm(&["releases", "--json"]).ok().json();
+    assert!(json.as_array().unwrap().iter().any(|r| r["live"] == true));
+}
+
+#[test]
+fn switch_drains_a_slow_request_before_removing_the_old_release() {
+    let fx = start_first_fixture("sfdrain");
+    fx.dm(&["deploy"]).ok();
+    let port = host_port(&fx);
+    fx.push_version(Behaviour::Good);
+
+    // A 3 s request is in flight on v1 when the switch happens.
+    let slow = std::thread::spawn(move || http_get(port, "/cgi-bin/slow"));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let out = fx.dm(&["deploy"]);
+    out.ok().stderr_has("drained in");
+    let (code, body) = slow
+        .join()
+        .unwrap()
+        .expect("the slow request got an answer");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body.trim(), "slow done");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the deploy waited for the in-flight request"
+    );
+    assert_eq!(fx.served_version(), "v2");
+}
+
+#[test]
+fn recreate_when_chosen_or_when_start_first_is_unsafe() {
+    // No port known: recreate, and it says why.
+    let fx = Fixture::new("sfnoport");
+    fx.dm(&["deploy"])
+        .ok()
+        .stderr_has("recreate: no container port is known");
+    assert!(fx.proxy().is_none());
+    // Asking for start-first there is bad input, and changes nothing.
+    let before = fx.snapshot();
+    fx.push_version(Behaviour::Good);
+    fx.dm(&["deploy", "--strategy", "start-first"])
+        .code(2)
+        .stderr_has("start-first is not possible");
+    assert_eq!(fx.snapshot().live, before.live);
+
+    // A writable named volume: recreate with the reason.
+    let fx = Fixture::with(
+        "sfvol",
+        Options {
+            extra_service_yaml: Some(
+                "    expose: [\"8080\"]\n    volumes:\n      - data:/data\nvolumes:\n  data: {}\n"
+                    .into(),
+            ),
+            ..Options::default()
+        },
+    );
+    let _ = &fx;
+    fx.dm(&["deploy"])
+        .ok()
+        .stderr_has("would be mounted writable in two containers");
+    assert!(fx.proxy().is_none());
+
+    // From start-first back to recreate: the proxy goes, the app holds the service again.
+    let fx = start_first_fixture("sfback");
+    fx.dm(&["deploy"]).ok();
+    assert!(fx.proxy().is_some());
+    fx.push_version(Behaviour::Good);
+    fx.dm(&["deploy", "--strategy", "recreate"])
+        .ok()
+        .stderr_has("recreate, as asked");
+    assert!(fx.proxy().is_none());
+    assert!(
+        fx.container_ids(&["label=dev.dockmaster.role=app"])
+            .is_empty(),
+        "release containers of the start-first switch removed"
+    );
+    let live = fx.live().unwrap();
+    assert_eq!(live.name, fx.container_name.clone().unwrap());
+    assert_eq!(fx.served_version(), "v2");
+}
+
+#[test]
+fn plain_compose_up_still_brings_the_service_up() {
+    let fx = start_first_fixture("sfplain");
+    fx.dm(&["deploy"]).ok();
+    assert!(fx.proxy().is_some());
+    let compose = if Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        vec!["docker", "compose"]
+    } else {
+        vec!["docker-compose"]
+    };
+    let out = Command::new(compose[0])
+        .args(&compose[1..])
+        .args(["up", "-d"])
+        .current_dir(&fx.dir)
+        .output()
+        .expect("compose up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = host_port(&fx);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((200, body)) = http_get(port, "/version") {
+            assert_eq!(body.trim(), "v1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service came up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And the next deploy sets start-first up again.
+    fx.push_version(Behaviour::Good);
+    fx.dm(&["deploy"]).ok();
+    assert!(fx.proxy().is_some());
+    assert_eq!(fx.served_version(), "v2");
+}
