@@ -220,7 +220,7 @@ fn setup(kind: Kind) -> App {
     std::fs::write(
         dir.join("compose.yaml"),
         format!(
-            "name: {project}\nservices:\n  app:\n    build: .\n    image: {repo}:${{BENCH_TAG:-latest}}\n    container_name: {name}\n    restart: unless-stopped\n    ports:\n      - \"127.0.0.1::8080\"\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/health\"]\n      interval: 30s\n"
+            "services:\n  app:\n    build: .\n    image: {repo}:${{BENCH_TAG:-latest}}\n    container_name: {name}\n    restart: unless-stopped\n    ports:\n      - \"127.0.0.1::8080\"\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/health\"]\n      interval: 30s\n"
         ),
     )
     .unwrap();

@@ -176,6 +176,7 @@ pub async fn run(
             container,
             interrupted,
             previous_serving,
+            at_gate,
         } => {
             if let Some(c) = &container {
                 golive::show_logs(ctx, c, 50).await;
@@ -186,8 +187,10 @@ pub async fn run(
             report.reason = Some(reason.clone());
             let what = if interrupted {
                 "interrupted"
-            } else {
+            } else if at_gate {
                 "failed its health gate"
+            } else {
+                "could not be put live"
             };
             let (outcome, message, hint) = match (&previous, args.no_rollback && !interrupted) {
                 // Start-first: the new release never took traffic.

@@ -32,6 +32,9 @@ pub enum Outcome {
         container: Option<ContainerInfo>,
         interrupted: bool,
         previous_serving: bool,
+        /// The new release ran but did not pass its health gate (else: it could not be
+        /// started or switched to).
+        at_gate: bool,
     },
 }
 
@@ -98,6 +101,7 @@ async fn recreate(
                 container: None,
                 interrupted: false,
                 previous_serving: false,
+                at_gate: false,
             });
         }
     };
@@ -110,6 +114,7 @@ async fn recreate(
             container: Some(container),
             interrupted,
             previous_serving: false,
+            at_gate: true,
         });
     }
 
@@ -122,6 +127,7 @@ async fn recreate(
                 container: now,
                 interrupted: false,
                 previous_serving: false,
+                at_gate: false,
             });
         }
     };
@@ -164,6 +170,7 @@ async fn start_first(
                 container: None,
                 interrupted: false,
                 previous_serving: true,
+                at_gate: false,
             });
         }
     };
@@ -190,6 +197,7 @@ async fn start_first(
             container: None,
             interrupted,
             previous_serving: true,
+            at_gate: true,
         });
     }
 
@@ -211,6 +219,7 @@ async fn start_first(
                 container: None,
                 interrupted: false,
                 previous_serving: e.previous_serving,
+                at_gate: false,
             });
         }
     }
@@ -222,6 +231,7 @@ async fn start_first(
                 container: now,
                 interrupted: false,
                 previous_serving: false,
+                at_gate: false,
             });
         }
     };

@@ -192,6 +192,7 @@ pub async fn run(
             container,
             interrupted,
             previous_serving,
+            ..
         } => {
             if let Some(c) = &container {
                 golive::show_logs(ctx, c, 50).await;
