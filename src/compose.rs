@@ -291,6 +291,66 @@ impl Project {
         })
     }
 
+    /// A fingerprint of what compose would create for the service apart from its image:
+    /// the merged definition with every variable interpolated, and the contents of its
+    /// `env_file`s. Two containers created with the same fingerprint got the same settings
+    /// from compose. `None` when something cannot be read (then nothing is reused).
+    pub fn service_fingerprint(&self, name: &str) -> Option<String> {
+        let def = self
+            .model
+            .get("services")
+            .and_then(Value::as_mapping)?
+            .get(name)?
+            .as_mapping()?;
+        let mut def = def.clone();
+        def.remove("image");
+        def.remove("build");
+        let def = self.interpolate_value(&Value::Mapping(def))?;
+        let mut text = serde_yaml::to_string(&def).ok()?;
+        let env_files: Vec<String> = match def.get("env_file") {
+            Some(Value::String(f)) => vec![f.clone()],
+            Some(Value::Sequence(s)) => s
+                .iter()
+                .filter_map(|v| match v {
+                    Value::String(f) => Some(f.clone()),
+                    Value::Mapping(m) => m.get("path").and_then(Value::as_str).map(str::to_string),
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![],
+        };
+        for f in env_files {
+            text.push_str(&std::fs::read_to_string(self.dir.join(f)).ok()?);
+        }
+        // FNV-1a: stable across builds and versions (the fingerprint is kept in a label).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Some(format!("{h:016x}"))
+    }
+
+    fn interpolate_value(&self, v: &Value) -> Option<Value> {
+        Some(match v {
+            Value::String(s) => Value::String(interpolate(s, &self.env).ok()?),
+            Value::Sequence(items) => Value::Sequence(
+                items
+                    .iter()
+                    .map(|i| self.interpolate_value(i))
+                    .collect::<Option<_>>()?,
+            ),
+            Value::Mapping(m) => {
+                let mut out = Mapping::new();
+                for (k, v) in m {
+                    out.insert(k.clone(), self.interpolate_value(v)?);
+                }
+                Value::Mapping(out)
+            }
+            other => other.clone(),
+        })
+    }
+
     pub fn service_names(&self) -> Vec<String> {
         self.model
             .get("services")
@@ -625,6 +685,41 @@ fn discover(cwd: &Path) -> Result<Vec<PathBuf>> {
         DEFAULT_FILES.join(", ")
     ))
     .hint("run dockmaster where your compose file is, or pass it with -f/--file"))
+}
+
+/// The compose program, detected in the background from the start of a command and
+/// waited for only where compose is needed (a rollback to a standby container never is).
+pub struct Detected {
+    once: tokio::sync::OnceCell<Cli>,
+    pending: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<Cli>>>>,
+}
+
+impl Detected {
+    pub fn start() -> Detected {
+        Detected {
+            once: tokio::sync::OnceCell::new(),
+            pending: std::sync::Mutex::new(Some(tokio::spawn(Cli::detect()))),
+        }
+    }
+
+    pub async fn get(&self) -> Result<&Cli> {
+        self.once
+            .get_or_try_init(|| async {
+                // Taken once: OnceCell runs this initializer at most once at a time.
+                let task = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                match task {
+                    Some(t) => t
+                        .await
+                        .map_err(|e| Error::failed(format!("compose detection failed: {e}")))?,
+                    None => Cli::detect().await,
+                }
+            })
+            .await
+    }
 }
 
 /// Which compose program is installed.

@@ -179,9 +179,13 @@ fn start_first_switches_lose_no_request_for_any_client() {
     let tag2 = fx.tag_today(&commit2);
     fx.dm(&["deploy"]).ok().stderr_has("Traffic moved");
     assert_eq!(fx.served_version(), "v2");
-    fx.dm(&["rollback", &tag1]).ok().stderr_has("Traffic moved");
+    // A rollback to the release that served just before starts its stopped container again.
+    fx.dm(&["rollback", &tag1])
+        .ok()
+        .stderr_has("Traffic moved")
+        .stderr_has("started again");
     assert_eq!(fx.served_version(), "v1");
-    fx.dm(&["rollback", &tag2]).ok();
+    fx.dm(&["rollback", &tag2]).ok().stderr_has("started again");
     assert_eq!(fx.served_version(), "v2");
     std::thread::sleep(Duration::from_millis(500));
 
@@ -198,11 +202,14 @@ fn start_first_switches_lose_no_request_for_any_client() {
         "no failed request"
     );
 
-    // The proxy stayed the same container; only the live release container exists besides it.
+    // The proxy stayed the same container; besides it run only the live release's container
+    // and, stopped, the one that served before it.
     assert_eq!(fx.proxy().unwrap().id, proxy.id);
-    let apps = fx.container_ids(&["label=dev.dockmaster.role=app"]);
-    assert_eq!(apps.len(), 1, "old release containers removed: {apps:?}");
-    assert!(fx.live().unwrap().id.starts_with(&apps[0]));
+    let running = fx.container_ids(&["label=dev.dockmaster.role=app", "status=running"]);
+    assert_eq!(running.len(), 1, "one release container runs: {running:?}");
+    assert!(fx.live().unwrap().id.starts_with(&running[0]));
+    let all = fx.container_ids(&["label=dev.dockmaster.role=app"]);
+    assert!(all.len() <= 2, "older release containers removed: {all:?}");
 
     // status tells the truth about the proxy and the live release.
     let st = fx.dm(&["status", "--json"]).ok().json();
@@ -249,6 +256,32 @@ fn failed_gate_leaves_the_old_release_serving_untouched() {
     );
     let json = fx.dm(&["releases", "--json"]).ok().json();
     assert!(json.as_array().unwrap().iter().any(|r| r["live"] == true));
+}
+
+#[test]
+fn a_standby_is_reused_only_while_compose_settings_are_unchanged() {
+    let fx = Fixture::with(
+        "sfstandby",
+        Options {
+            extra_service_yaml: Some(
+                "    expose: [\"8080\"]\n    environment:\n      - GREETING=${GREETING:-hello}\n"
+                    .into(),
+            ),
+            ..Options::default()
+        },
+    );
+    let tag1 = fx.tag_today(&fx.head());
+    fx.dm(&["deploy"]).ok();
+    fx.push_version(Behaviour::Good);
+    fx.dm(&["deploy"]).ok().stderr_has("kept, stopped");
+    // The environment compose would give the release changed: a new container, not the old.
+    let out = fx.dm_cmd(&["rollback", &tag1]).env("GREETING", "bye").run();
+    out.ok();
+    assert!(!out.stderr.contains("started again"), "{}", out.stderr);
+    let live = fx.live().unwrap();
+    let env = docker_out(&["inspect", "--format", "{{json .Config.Env}}", &live.id]);
+    assert!(env.contains("GREETING=bye"), "{env}");
+    assert_eq!(fx.served_version(), "v1");
 }
 
 #[test]

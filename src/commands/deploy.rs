@@ -55,13 +55,14 @@ pub async fn run(
     let history = ctx.history()?;
     history.close_abandoned()?;
 
-    // Finding compose (a process or two) overlaps with asking the engine.
-    let (compose, found) = tokio::join!(compose::Cli::detect(), async {
+    // Finding compose (a process or two) runs beside the rest, awaited where needed.
+    let compose = compose::Detected::start();
+    let found = async {
         let releases = ctx.engine.releases(&app.repository).await?;
         let live = ctx.live(&releases).await?;
         Ok::<_, Error>((releases, live))
-    });
-    let compose = compose?;
+    }
+    .await;
     let (_releases, live) = found?;
     let previous: Option<Target> = live.as_ref().and_then(|l| {
         l.release.as_ref().map(|r| Target {
@@ -90,6 +91,12 @@ pub async fn run(
         duration_ms: 0,
         reason: None,
     };
+
+    // No compose, no deploy: say so before building.
+    if let Err(e) = compose.get().await {
+        history.end(event, Recorded::Failed, Some(&first_line(&e.to_string())))?;
+        return Err(e);
+    }
 
     // Steps 1–5 change nothing live: any failure or interrupt here leaves the service as it was.
     let prepared = prepare(ctx, args, &checkout, &mut report).await;

@@ -55,7 +55,7 @@ pub struct How<'a> {
 
 pub async fn go_live(
     ctx: &Ctx,
-    compose: &compose::Cli,
+    compose: &compose::Detected,
     target: &Target,
     timeout: Duration,
     steps: &Steps,
@@ -69,7 +69,7 @@ pub async fn go_live(
 
 async fn recreate(
     ctx: &Ctx,
-    compose: &compose::Cli,
+    compose: &compose::Detected,
     target: &Target,
     timeout: Duration,
     steps: &Steps,
@@ -83,7 +83,7 @@ async fn recreate(
         &format!(
             "Putting {} live ({} up, {})",
             app.image_ref(&target.tag),
-            compose.display(),
+            compose.get().await?.display(),
             how.choice.why
         ),
     );
@@ -132,13 +132,13 @@ async fn recreate(
         }
     };
     // Release containers of an earlier start-first switch no longer take traffic.
-    crate::switch::retire_app_containers(app, &ctx.engine, None).await?;
+    crate::switch::retire_app_containers(app, &ctx.engine, None, None).await?;
     Ok(Outcome::Healthy { container: now })
 }
 
 async fn start_first(
     ctx: &Ctx,
-    compose: &compose::Cli,
+    compose: &compose::Detected,
     target: &Target,
     timeout: Duration,
     steps: &Steps,
@@ -161,8 +161,8 @@ async fn start_first(
         compose,
         ports: &how.choice.ports,
     };
-    let candidate = match sf.start(&target.tag).await {
-        Ok(c) => c,
+    let (candidate, reused) = match sf.start(&target.tag).await {
+        Ok(s) => (s.container, s.reused),
         Err(e) => {
             p.fail("Could not start it");
             return Ok(Outcome::Unhealthy {
@@ -174,7 +174,15 @@ async fn start_first(
             });
         }
     };
-    p.ok(&format!("Container {} started", candidate.name));
+    p.ok(&format!(
+        "Container {} started{}",
+        candidate.name,
+        if reused {
+            " again (it served this release before; compose settings unchanged)"
+        } else {
+            ""
+        }
+    ));
 
     p.step(
         steps.gate,
@@ -207,8 +215,11 @@ async fn start_first(
         "Moving traffic to it and verifying",
     );
     // From here on the switch is not interrupted: it is short and ends in a safe state.
-    match sf.take_traffic(&candidate, app.drain_timeout).await {
-        Ok(line) => p.ok(&line),
+    let from = match sf.take_traffic(&candidate, app.drain_timeout).await {
+        Ok(s) => {
+            p.ok(&s.line);
+            s.from
+        }
         Err(e) => {
             p.fail(&format!("Traffic not moved: {}", e.reason));
             if e.previous_serving {
@@ -222,7 +233,7 @@ async fn start_first(
                 at_gate: false,
             });
         }
-    }
+    };
     let now = match verify(ctx, &candidate, target).await? {
         Ok(now) => now,
         Err((reason, now)) => {
@@ -235,17 +246,17 @@ async fn start_first(
             });
         }
     };
-    let old = ctx
-        .engine
-        .app_containers(&app.project.name, &app.service)
-        .await?
-        .into_iter()
-        .filter(|c| c.id != now.id)
-        .map(|c| c.name)
-        .collect::<Vec<_>>();
-    crate::switch::retire_app_containers(app, &ctx.engine, Some(&now.id)).await?;
-    if !old.is_empty() {
-        p.ok(&format!("Removed the old container {}", old.join(", ")));
+    let (stopped, removed) =
+        crate::switch::retire_app_containers(app, &ctx.engine, Some(&now.id), from.as_deref())
+            .await?;
+    if !stopped.is_empty() {
+        p.ok(&format!(
+            "Stopping the old container {} (drained; kept, stopped, for a fast rollback to it)",
+            stopped.join(", ")
+        ));
+    }
+    if !removed.is_empty() {
+        p.ok(&format!("Removed {}", removed.join(", ")));
     }
     Ok(Outcome::Healthy { container: now })
 }
@@ -345,7 +356,7 @@ pub async fn show_logs(ctx: &Ctx, container: &ContainerInfo, lines: usize) {
 /// words, and whether it is healthy.
 pub async fn restore(
     ctx: &Ctx,
-    compose: &compose::Cli,
+    compose: &compose::Detected,
     previous: &Target,
     timeout: Duration,
 ) -> Result<(bool, String)> {

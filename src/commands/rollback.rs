@@ -44,12 +44,14 @@ pub async fn run(
     let _lock = Lock::acquire(&app.state_dir, &app.id(), "rollback", wait_lock)?;
     let history = ctx.history()?;
     history.close_abandoned()?;
-    // Finding compose (a process or two) overlaps with asking the engine.
-    let (compose, found) = tokio::join!(compose::Cli::detect(), async {
+    // Finding compose (a process or two) runs beside the rest, awaited where needed.
+    let compose = compose::Detected::start();
+    let found = async {
         let releases = ctx.engine.releases(&app.repository).await?;
         let live = ctx.live(&releases).await?;
         Ok::<_, Error>((releases, live))
-    });
+    }
+    .await;
     let (releases, live) = found?;
     let live_release = live.as_ref().and_then(|l| l.release.clone());
     let marks = history.marks()?;
@@ -97,7 +99,6 @@ pub async fn run(
         },
     };
     let target_tag = target.tag.to_string();
-    let compose = compose?;
 
     p.banner(&format!(
         "dockmaster rollback: {} (service `{}`)\n\nTarget tag: {target_tag} ({why})",

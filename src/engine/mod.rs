@@ -28,6 +28,8 @@ pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
 pub const LABEL_ROLE: &str = "dev.dockmaster.role";
 /// The release tag an `app` container was started for.
 pub const LABEL_RELEASE: &str = "dev.dockmaster.release";
+/// The compose settings an `app` container was created with (`Project::service_fingerprint`).
+pub const LABEL_CONFIG: &str = "dev.dockmaster.config";
 
 #[derive(Clone)]
 pub struct Engine {
@@ -53,6 +55,8 @@ pub struct ContainerInfo {
     pub healthcheck_timeout: Option<Duration>,
     pub ip_addresses: Vec<String>,
     pub labels: HashMap<String, String>,
+    /// The signal `docker stop` sends (the image's or compose's `stop_signal`).
+    pub stop_signal: Option<String>,
 }
 
 impl Engine {
@@ -312,6 +316,31 @@ impl Engine {
         Ok(out)
     }
 
+    pub async fn start(&self, id: &str) -> Result<()> {
+        match self.docker.start_container(id, None).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
+    /// Send a signal and return at once (the container shuts down in its own time).
+    pub async fn signal(&self, id: &str, signal: &str) -> Result<()> {
+        let opts = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        match self.docker.kill_container(id, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
     /// Stop a container (SIGTERM, then SIGKILL after `grace`) and remove it.
     pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<()> {
         let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
@@ -345,6 +374,7 @@ impl Engine {
             "always" => RestartPolicyNameEnum::ALWAYS,
             "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
             "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            "no" => RestartPolicyNameEnum::NO,
             _ => return Ok(()),
         };
         let body = ContainerUpdateBody {
@@ -473,6 +503,7 @@ fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
             .map(|ns| Duration::from_nanos(ns as u64)),
         ip_addresses,
         labels: config.labels.unwrap_or_default(),
+        stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
     }
 }
 

@@ -170,9 +170,17 @@ pub async fn proxy_upstream(engine: &Engine, proxy: &ContainerInfo) -> Option<St
         .map(str::to_string)
 }
 
-/// Remove the release containers of the service other than `keep` (left by an earlier
-/// start-first switch, or by one that was interrupted).
-pub async fn retire_app_containers(app: &App, engine: &Engine, keep: Option<&str>) -> Result<()> {
+/// Release containers of the service other than `keep` (the live one): `standby` (the one
+/// that served until this switch) is stopped and kept, so that rolling back to it is a
+/// container start; every other one (older standbys, leftovers of an interrupted switch)
+/// is removed. Returns the names (stopped, removed).
+pub async fn retire_app_containers(
+    app: &App,
+    engine: &Engine,
+    keep: Option<&str>,
+    standby: Option<&str>,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut stopped, mut removed) = (vec![], vec![]);
     for c in engine
         .app_containers(&app.project.name, &app.service)
         .await?
@@ -180,10 +188,24 @@ pub async fn retire_app_containers(app: &App, engine: &Engine, keep: Option<&str
         if Some(c.id.as_str()) == keep || Some(c.name.as_str()) == keep {
             continue;
         }
-        tracing::info!(container = %c.name, "removing old release container");
-        engine
-            .stop_and_remove(&c.id, Duration::from_secs(10))
-            .await?;
+        if Some(c.name.as_str()) == standby {
+            tracing::info!(container = %c.name, "stopping the old release container (kept as standby)");
+            // A stopped standby must stay stopped across engine restarts. It is drained
+            // already: it gets its stop signal and shuts down in its own time (a later
+            // switch stops whatever is still running with `docker stop`'s grace period).
+            engine.set_restart_policy(&c.id, "no").await?;
+            if c.running {
+                let signal = c.stop_signal.as_deref().unwrap_or("SIGTERM");
+                engine.signal(&c.id, signal).await?;
+            }
+            stopped.push(c.name);
+        } else {
+            tracing::info!(container = %c.name, "removing old release container");
+            engine
+                .stop_and_remove(&c.id, Duration::from_secs(10))
+                .await?;
+            removed.push(c.name);
+        }
     }
-    Ok(())
+    Ok((stopped, removed))
 }

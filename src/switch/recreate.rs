@@ -14,7 +14,7 @@ use crate::settings::App;
 pub struct Switcher<'a> {
     pub app: &'a App,
     pub engine: &'a Engine,
-    pub compose: &'a compose::Cli,
+    pub compose: &'a compose::Detected,
 }
 
 impl Switcher<'_> {
@@ -22,12 +22,13 @@ impl Switcher<'_> {
     pub async fn put_live(&self, tag: &str) -> Result<ContainerInfo> {
         let app = self.app;
         let (extra, cmd_env) = super::image_override(app, tag)?;
+        let compose = self.compose.get().await?;
 
-        if self.compose.major == 1 {
+        if compose.major == 1 {
             self.avoid_v1_container_config_crash().await?;
         }
 
-        let mut cmd = self.compose.command(&app.project, &extra);
+        let mut cmd = compose.command(&app.project, &extra);
         cmd.args([
             "up",
             "-d",
@@ -44,7 +45,7 @@ impl Switcher<'_> {
         let out = cmd
             .output()
             .await
-            .map_err(|e| Error::failed(format!("cannot run {}: {e}", self.compose.display())))?;
+            .map_err(|e| Error::failed(format!("cannot run {}: {e}", compose.display())))?;
         tracing::debug!(status = ?out.status, "compose up finished");
         if !out.status.success() {
             let text = format!(
@@ -54,7 +55,7 @@ impl Switcher<'_> {
             );
             return Err(Error::failed(format!(
                 "{} up of {} failed: {}",
-                self.compose.display(),
+                compose.display(),
                 app.image_ref(tag),
                 text.trim()
             )));

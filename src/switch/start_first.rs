@@ -18,15 +18,27 @@ use std::time::{Duration, Instant};
 use fs_err as fs;
 
 use crate::compose;
-use crate::engine::{ContainerInfo, Engine, LABEL_RELEASE, LABEL_ROLE, proxy_image};
+use crate::engine::{ContainerInfo, Engine, LABEL_CONFIG, LABEL_RELEASE, LABEL_ROLE, proxy_image};
 use crate::error::{Error, Result};
 use crate::settings::App;
 
 pub struct StartFirst<'a> {
     pub app: &'a App,
     pub engine: &'a Engine,
-    pub compose: &'a compose::Cli,
+    pub compose: &'a compose::Detected,
     pub ports: &'a [u16],
+}
+
+/// A started release container, and whether it is a standby that was started again.
+pub struct Started {
+    pub container: ContainerInfo,
+    pub reused: bool,
+}
+
+/// Traffic moved: what to say, and the container that served before (now drained).
+pub struct Switched {
+    pub line: String,
+    pub from: Option<String>,
 }
 
 /// Why taking traffic failed, and whether the previous release still serves.
@@ -45,25 +57,56 @@ impl StartFirst<'_> {
             .filter(|c| super::is_proxy(c) && c.running))
     }
 
-    /// Start `<repository>:<tag>` in a new container beside the live one.
-    pub async fn start(&self, tag: &str) -> Result<ContainerInfo> {
+    /// Start `<repository>:<tag>` beside the live one: the release's standby container
+    /// (the one it ran in before the last switch, stopped and kept) when compose would
+    /// create it with the same settings today, else a new container through compose.
+    pub async fn start(&self, tag: &str) -> Result<Started> {
         let app = self.app;
         if self.running_proxy().await?.is_none() {
             // Built now (once per dockmaster version), so the switch itself stays short.
             proxy_image::ensure(self.engine).await?;
         }
+        let fingerprint = app.project.service_fingerprint(&app.service);
+        if let Some(fp) = &fingerprint
+            && let Some(c) = self.standby(tag, fp).await?
+        {
+            let started = async {
+                self.engine.start(&c.id).await?;
+                if let Some(policy) = &app.service_def.restart {
+                    self.engine.set_restart_policy(&c.id, policy).await?;
+                }
+                self.engine.container(&c.id).await
+            }
+            .await;
+            match started {
+                Ok(Some(container)) => {
+                    return Ok(Started {
+                        container,
+                        reused: true,
+                    });
+                }
+                other => {
+                    tracing::info!(?other, container = %c.name, "standby did not start; creating a new one");
+                    let _ = self.engine.stop_and_remove(&c.id, Duration::ZERO).await;
+                }
+            }
+        }
         let (extra, env) = super::image_override(app, tag)?;
+        let compose = self.compose.get().await?;
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() ^ std::process::id())
             .unwrap_or(0)
             & 0xffffff;
         let name = format!("{}-{}-{tag}-{nonce:06x}", app.project.name, app.service);
-        let mut cmd = self.compose.command(&app.project, &extra);
+        let mut cmd = compose.command(&app.project, &extra);
         cmd.args(["run", "-d", "-T", "--no-deps", "--name", &name])
             .args(["--label", &format!("{LABEL_ROLE}=app")])
-            .args(["--label", &format!("{LABEL_RELEASE}={tag}")])
-            .arg(&app.service);
+            .args(["--label", &format!("{LABEL_RELEASE}={tag}")]);
+        if let Some(fp) = &fingerprint {
+            cmd.args(["--label", &format!("{LABEL_CONFIG}={fp}")]);
+        }
+        cmd.arg(&app.service);
         for (k, v) in &env {
             cmd.env(k, v);
         }
@@ -72,13 +115,13 @@ impl StartFirst<'_> {
         let out = cmd
             .output()
             .await
-            .map_err(|e| Error::failed(format!("cannot run {}: {e}", self.compose.display())))?;
+            .map_err(|e| Error::failed(format!("cannot run {}: {e}", compose.display())))?;
         if !out.status.success() {
             // A container may exist even though compose failed (e.g. it failed to start).
             let _ = self.engine.stop_and_remove(&name, Duration::ZERO).await;
             return Err(Error::failed(format!(
                 "{} run of {} failed: {}{}",
-                self.compose.display(),
+                compose.display(),
                 app.image_ref(tag),
                 String::from_utf8_lossy(&out.stdout).trim(),
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -97,7 +140,24 @@ impl StartFirst<'_> {
             let _ = self.discard(&container).await;
             return Err(e);
         }
-        Ok(container)
+        Ok(Started {
+            container,
+            reused: false,
+        })
+    }
+
+    /// A stopped container of `tag` created with the same compose settings.
+    async fn standby(&self, tag: &str, fingerprint: &str) -> Result<Option<ContainerInfo>> {
+        Ok(self
+            .engine
+            .app_containers(&self.app.project.name, &self.app.service)
+            .await?
+            .into_iter()
+            .find(|c| {
+                !c.running
+                    && c.labels.get(LABEL_RELEASE).map(String::as_str) == Some(tag)
+                    && c.labels.get(LABEL_CONFIG).map(String::as_str) == Some(fingerprint)
+            }))
     }
 
     /// Remove a candidate that will not take traffic.
@@ -113,10 +173,13 @@ impl StartFirst<'_> {
         &self,
         candidate: &ContainerInfo,
         drain: Duration,
-    ) -> std::result::Result<String, NotSwitched> {
+    ) -> std::result::Result<Switched, NotSwitched> {
         match self.running_proxy().await {
             Ok(Some(proxy)) => self.switch(&proxy, candidate, drain).await,
-            Ok(None) => self.install_proxy(candidate).await,
+            Ok(None) => self
+                .install_proxy(candidate)
+                .await
+                .map(|line| Switched { line, from: None }),
             Err(e) => Err(NotSwitched {
                 reason: e.to_string(),
                 previous_serving: true,
@@ -129,7 +192,7 @@ impl StartFirst<'_> {
         proxy: &ContainerInfo,
         candidate: &ContainerInfo,
         drain: Duration,
-    ) -> std::result::Result<String, NotSwitched> {
+    ) -> std::result::Result<Switched, NotSwitched> {
         let started = Instant::now();
         let cmd = vec![
             "/dockmaster".into(),
@@ -153,7 +216,11 @@ impl StartFirst<'_> {
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("still_running="))
                     .unwrap_or("0");
-                Ok(format!(
+                let from = text
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("from="))
+                    .map(str::to_string);
+                let line = format!(
                     "Traffic moved by proxy {} in {} (old release drained in {}{})",
                     proxy.name,
                     crate::output::human_duration(started.elapsed()),
@@ -163,7 +230,8 @@ impl StartFirst<'_> {
                     } else {
                         format!(", {still} request(s) still running at the drain timeout")
                     }
-                ))
+                );
+                Ok(Switched { line, from })
             }
             Ok(Some((_, text))) => Err(NotSwitched {
                 reason: format!("the proxy refused the switch: {}", text.trim()),
@@ -213,7 +281,12 @@ impl StartFirst<'_> {
             .ok()
             .flatten()
             .is_some();
-        if self.compose.major == 1 {
+        let compose = self
+            .compose
+            .get()
+            .await
+            .map_err(|e| fail(e.to_string(), true))?;
+        if compose.major == 1 {
             let recreate = super::Switcher {
                 app,
                 engine: self.engine,
@@ -225,7 +298,7 @@ impl StartFirst<'_> {
                 .map_err(|e| fail(e.to_string(), true))?;
         }
         let started = Instant::now();
-        let mut cmd = self.compose.command(&app.project, &extra);
+        let mut cmd = compose.command(&app.project, &extra);
         cmd.args([
             "up",
             "-d",
@@ -241,12 +314,12 @@ impl StartFirst<'_> {
         let out = cmd
             .output()
             .await
-            .map_err(|e| fail(format!("cannot run {}: {e}", self.compose.display()), false))?;
+            .map_err(|e| fail(format!("cannot run {}: {e}", compose.display()), false))?;
         if !out.status.success() {
             return Err(fail(
                 format!(
                     "{} up of the proxy failed: {}{}",
-                    self.compose.display(),
+                    compose.display(),
                     String::from_utf8_lossy(&out.stdout).trim(),
                     String::from_utf8_lossy(&out.stderr).trim()
                 ),
