@@ -217,10 +217,16 @@ fn setup(kind: Kind) -> App {
     )
     .unwrap();
     std::fs::write(dir.join("www/health"), "ok\n").unwrap();
+    // A fixed host port (a free one now): the guide publishes a fixed port, and an
+    // ephemeral one would move on every recreate.
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
     std::fs::write(
         dir.join("compose.yaml"),
         format!(
-            "services:\n  app:\n    build: .\n    image: {repo}:${{BENCH_TAG:-latest}}\n    container_name: {name}\n    restart: unless-stopped\n    ports:\n      - \"127.0.0.1::8080\"\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/health\"]\n      interval: 30s\n"
+            "services:\n  app:\n    build: .\n    image: {repo}:${{BENCH_TAG:-latest}}\n    container_name: {name}\n    restart: unless-stopped\n    ports:\n      - \"127.0.0.1:{host_port}:8080\"\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/health\"]\n      interval: 30s\n"
         ),
     )
     .unwrap();
