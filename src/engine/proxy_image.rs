@@ -60,7 +60,29 @@ pub async fn ensure(engine: &Engine) -> Result<String> {
             )));
         }
     }
+    remove_unused_older(engine, &image).await;
     Ok(image)
+}
+
+/// Proxy images of other dockmaster builds that no container uses any more. Best effort:
+/// the engine refuses to remove an image a container uses, and that is the point.
+async fn remove_unused_older(engine: &Engine, current: &str) {
+    let Ok(images) = engine.repository_images(REPOSITORY).await else {
+        return;
+    };
+    // Only images at least an hour old: another dockmaster build may have just made one
+    // for a switch it is about to do.
+    let hour_ago = jiff::Timestamp::now().as_second() - 3600;
+    for img in images {
+        if img.repo_tags.iter().any(|t| t == current) || img.created > hour_ago {
+            continue;
+        }
+        for tag in &img.repo_tags {
+            if let Err(e) = engine.untag(tag).await {
+                tracing::debug!(%tag, %e, "older proxy image kept");
+            }
+        }
+    }
 }
 
 fn context_tar(exe: &Path) -> std::io::Result<Vec<u8>> {
