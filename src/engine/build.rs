@@ -26,9 +26,109 @@ const TAIL: usize = 25;
 
 /// Build the image, streaming its output (a one-line progress display when stderr is a
 /// terminal, the plain lines otherwise). On failure the last lines are in the error.
+///
+/// The legacy builder (no BuildKit, as with Debian's engine and no buildx) turns every
+/// `--label` into a build step of its own, about a second each. There the Dockerfile is
+/// built with only the app's label (so a leftover is still recognisably this app's), and
+/// the release's labels are added in one `LABEL` step on top.
 pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
+    if !legacy_builder().await || req.labels.len() < 3 {
+        return run_build(req, printer, &req.labels, Some(&req.image), None).await;
+    }
+    let iid = std::env::temp_dir().join(format!("dockmaster-build-{}.iid", std::process::id()));
+    let first: Vec<(String, String)> = req
+        .labels
+        .iter()
+        .filter(|(k, _)| k == crate::release::LABEL_APP)
+        .cloned()
+        .collect();
+    run_build(req, printer, &first, None, Some(&iid)).await?;
+    let base = std::fs::read_to_string(&iid)
+        .map_err(|e| Error::failed(format!("the build left no image id ({e})")))?;
+    let _ = std::fs::remove_file(&iid);
+    let labels: Vec<String> = req
+        .labels
+        .iter()
+        .map(|(k, v)| format!("\"{}\"=\"{}\"", quote(k), quote(v)))
+        .collect();
+    let dockerfile = format!(
+        "FROM {}\nLABEL {}\n",
+        base.trim(),
+        labels.join(" \\\n      ")
+    );
     let mut cmd = tokio::process::Command::new("docker");
-    cmd.arg("build").arg("--tag").arg(&req.image);
+    cmd.args(["build", "--tag", &req.image, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tracing::debug!(?cmd, %dockerfile, "docker build (labels)");
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot run `docker build`: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin
+            .write_all(dockerfile.as_bytes())
+            .await
+            .map_err(|e| Error::failed(format!("cannot write to `docker build`: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| Error::failed(format!("`docker build` failed to run: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "labelling {} failed: {}",
+            req.image,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// A Dockerfile double-quoted word: `\`, `"` and `$` escaped, one line.
+fn quote(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('$', "\\$")
+        .replace(['\n', '\r'], " ")
+}
+
+/// Is `docker build` the legacy builder? It is when BuildKit is turned off, or when the
+/// CLI has no buildx (newer CLIs then fall back to the legacy builder).
+async fn legacy_builder() -> bool {
+    if std::env::var("DOCKER_BUILDKIT").is_ok_and(|v| v == "0") {
+        return true;
+    }
+    if std::env::var("DOCKER_BUILDKIT").is_ok_and(|v| v == "1") {
+        return false;
+    }
+    !tokio::process::Command::new("docker")
+        .args(["buildx", "version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+async fn run_build(
+    req: &BuildRequest,
+    printer: &Printer,
+    labels: &[(String, String)],
+    tag: Option<&str>,
+    iidfile: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.arg("build");
+    if let Some(t) = tag {
+        cmd.arg("--tag").arg(t);
+    }
+    if let Some(f) = iidfile {
+        cmd.arg("--iidfile").arg(f);
+    }
     if let Some(f) = &req.dockerfile {
         cmd.arg("--file").arg(req.context.join(f));
     }
@@ -38,7 +138,7 @@ pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
     for (k, v) in &req.args {
         cmd.arg("--build-arg").arg(format!("{k}={v}"));
     }
-    for (k, v) in &req.labels {
+    for (k, v) in labels {
         cmd.arg("--label").arg(format!("{k}={v}"));
     }
     cmd.arg(&req.context);
