@@ -92,12 +92,6 @@ pub async fn run(
         reason: None,
     };
 
-    // No compose, no deploy: say so before building.
-    if let Err(e) = compose.get().await {
-        history.end(event, Recorded::Failed, Some(&first_line(&e.to_string())))?;
-        return Err(e);
-    }
-
     // Steps 1–5 change nothing live: any failure or interrupt here leaves the service as it was.
     let prepared = prepare(ctx, args, &checkout, &mut report).await;
     let (tag, image_id) = match prepared {
@@ -116,6 +110,12 @@ pub async fn run(
             return Err(e);
         }
     };
+    // No compose, no switch (detected while the steps above ran).
+    if let Err(e) = compose.get().await {
+        history.end(event, Recorded::Failed, Some(&first_line(&e.to_string())))?;
+        return Err(e);
+    }
+
     history.set_target(event, &tag.to_string())?;
     if interrupt::requested() {
         history.end(
