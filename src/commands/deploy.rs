@@ -173,7 +173,7 @@ pub async fn run(
                 let live_rel = releases.iter().find(|r| r.tag == tag);
                 let target = rollback_target(&releases, live_rel, &marks).map(|(r, _)| r);
                 p.out("Recent releases:");
-                p.out(releases_table(&releases, live_rel, target, &marks, 5).trim_end());
+                p.out(releases_table(&releases, live_rel, target, &marks, 5, None).trim_end());
                 p.out(&format!("DEPLOYED_{}={}", app.deployed_var, tag));
             }
             Ok(exit::OK)

@@ -144,6 +144,7 @@ pub fn releases_table(
     target: Option<&Release>,
     marks: &HashMap<String, Mark>,
     limit: usize,
+    usage: Option<&crate::engine::disk::DiskUsage>,
 ) -> String {
     let rows: Vec<Vec<String>> = releases
         .iter()
@@ -162,7 +163,7 @@ pub fn releases_table(
                 Some(Mark::Failed) => m.push("failed"),
                 None => {}
             }
-            vec![
+            let mut row = vec![
                 if live.is_some_and(|l| l.tag == r.tag) {
                     "*".into()
                 } else {
@@ -171,15 +172,38 @@ pub fn releases_table(
                 tag,
                 r.created.strftime("%Y-%m-%d %H:%M:%S").to_string(),
                 crate::output::human_size(r.size_bytes),
-                m.join(","),
-                r.subject.clone().unwrap_or_default(),
-            ]
+            ];
+            if let Some(u) = usage {
+                row.push(crate::output::human_size(
+                    u.images
+                        .get(&r.image_id)
+                        .map_or(r.size_bytes, |i| i.unique()),
+                ));
+            }
+            row.push(m.join(","));
+            row.push(r.subject.clone().unwrap_or_default());
+            row
         })
         .collect();
-    crate::output::table(
-        &[" ", "TAG", "CREATED (UTC)", "SIZE", "MARKS", "SUBJECT"],
-        &rows,
-    )
+    if usage.is_some() {
+        crate::output::table(
+            &[
+                " ",
+                "TAG",
+                "CREATED (UTC)",
+                "SIZE",
+                "UNIQUE",
+                "MARKS",
+                "SUBJECT",
+            ],
+            &rows,
+        )
+    } else {
+        crate::output::table(
+            &[" ", "TAG", "CREATED (UTC)", "SIZE", "MARKS", "SUBJECT"],
+            &rows,
+        )
+    }
 }
 
 pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {

@@ -2,6 +2,7 @@
 //! go through the `docker` CLI (see `build.rs` for why).
 
 mod build;
+pub mod disk;
 pub mod proxy_image;
 
 use std::collections::HashMap;
@@ -160,6 +161,27 @@ impl Engine {
             .await
             .map(|_| ())
             .map_err(|e| Error::failed(format!("cannot remove {reference}: {e}")))
+    }
+
+    /// Untagged images left by this app's builds (they carry `dev.dockmaster.app`).
+    pub async fn dangling_images(&self, app_label: &str) -> Result<Vec<ImageSummary>> {
+        let label = format!("{}={app_label}", release::LABEL_APP);
+        let filters: HashMap<&str, Vec<&str>> =
+            HashMap::from([("dangling", vec!["true"]), ("label", vec![label.as_str()])]);
+        let opts = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        self.docker.list_images(Some(opts)).await.map_err(api_error)
+    }
+
+    /// Remove an image by id; refused (an error) while a container uses it.
+    pub async fn remove_image(&self, id: &str) -> Result<()> {
+        let opts = RemoveImageOptionsBuilder::default().noprune(false).build();
+        self.docker
+            .remove_image(id, Some(opts), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::failed(format!("cannot remove image {id}: {e}")))
     }
 
     /// The containers compose made for the service (running or not, no one-off `run`s).

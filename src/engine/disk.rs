@@ -1,0 +1,156 @@
+//! Disk use as the engine counts it (`GET /system/df`): per image its size and the part it
+//! shares with other images, and the total size of all layers on disk.
+//!
+//! Asked over plain HTTP on the engine's socket: bollard's model of this endpoint follows
+//! the newest API (`ImageUsage`), while engines up to API 1.51 (Debian's 20.10 speaks 1.41)
+//! answer with `LayersSize` and `Images`; both shapes are read here.
+
+use std::collections::HashMap;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImageUsage {
+    pub size: i64,
+    /// Bytes in layers other images use too (so removing this image alone does not free them).
+    pub shared: i64,
+    /// Containers (running or not) created from it.
+    pub containers: i64,
+}
+
+impl ImageUsage {
+    /// What removing this image alone would free.
+    pub fn unique(&self) -> i64 {
+        (self.size - self.shared.max(0)).max(0)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct DiskUsage {
+    /// All image layers on disk, each counted once.
+    pub layers_size: i64,
+    pub images: HashMap<String, ImageUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Raw {
+    layers_size: Option<i64>,
+    images: Option<Vec<RawImage>>,
+    image_usage: Option<RawUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawUsage {
+    total_size: Option<i64>,
+    items: Option<Vec<RawImage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawImage {
+    id: String,
+    size: Option<i64>,
+    shared_size: Option<i64>,
+    containers: Option<i64>,
+}
+
+impl Engine {
+    pub async fn disk_usage(&self) -> Result<DiskUsage> {
+        let v = self.docker().client_version();
+        let body = raw_get(&format!(
+            "/v{}.{}/system/df?type=image",
+            v.major_version, v.minor_version
+        ))
+        .await?;
+        let raw: Raw = serde_json::from_slice(&body)
+            .map_err(|e| Error::failed(format!("the engine's disk usage is unreadable: {e}")))?;
+        let (layers, items) = match (raw.images, raw.image_usage) {
+            (Some(images), _) => (raw.layers_size.unwrap_or(0), images),
+            (None, Some(u)) => (u.total_size.unwrap_or(0), u.items.unwrap_or_default()),
+            (None, None) => (raw.layers_size.unwrap_or(0), vec![]),
+        };
+        Ok(DiskUsage {
+            layers_size: layers,
+            images: items
+                .into_iter()
+                .map(|i| {
+                    (
+                        i.id,
+                        ImageUsage {
+                            size: i.size.unwrap_or(0),
+                            shared: i.shared_size.unwrap_or(0),
+                            containers: i.containers.unwrap_or(0),
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
+}
+
+/// GET a path on the engine given by `DOCKER_HOST` (unix or tcp), as the CLI finds it.
+async fn raw_get(path: &str) -> Result<Vec<u8>> {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::failed(format!(
+            "cannot ask the Docker engine at {host} for disk use: {e}"
+        ))
+    };
+    let req = hyper::Request::get(path)
+        .header("Host", "docker")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| fail(&e))?;
+    let resp = if let Some(sock) = host.strip_prefix("unix://") {
+        let stream = tokio::net::UnixStream::connect(sock)
+            .await
+            .map_err(|e| fail(&e))?;
+        send(stream, req).await
+    } else if let Some(addr) = host.strip_prefix("tcp://") {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| fail(&e))?;
+        send(stream, req).await
+    } else {
+        return Err(fail(
+            &"only unix:// and tcp:// engines are supported for this",
+        ));
+    };
+    let body = resp.map_err(|e| fail(&e))?;
+    Ok(body)
+}
+
+async fn send<S>(
+    stream: S,
+    req: hyper::Request<Empty<Bytes>>,
+) -> std::result::Result<Vec<u8>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(body.to_vec())
+}
