@@ -6,3 +6,5 @@ mod support;
 mod core;
 
 mod switch;
+
+mod storage;

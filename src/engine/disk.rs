@@ -65,11 +65,24 @@ struct RawImage {
 impl Engine {
     pub async fn disk_usage(&self) -> Result<DiskUsage> {
         let v = self.docker().client_version();
-        let body = raw_get(&format!(
+        let path = format!(
             "/v{}.{}/system/df?type=image",
             v.major_version, v.minor_version
-        ))
-        .await?;
+        );
+        // The engine computes one disk usage at a time and refuses a second meanwhile
+        // ("a disk usage operation is already running"): wait for it, within bounds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let body = loop {
+            match raw_get(&path).await {
+                Err(e)
+                    if e.to_string().contains("already running")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        };
         let raw: Raw = serde_json::from_slice(&body)
             .map_err(|e| Error::failed(format!("the engine's disk usage is unreadable: {e}")))?;
         let (layers, items) = match (raw.images, raw.image_usage) {

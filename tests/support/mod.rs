@@ -88,7 +88,31 @@ impl Default for Options {
     }
 }
 
+/// Tests share the engine; one that compares global engine figures runs alone: it takes
+/// this lock for writing, every fixture holds it for reading.
+static ENGINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+thread_local! {
+    static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Hold while a test needs the engine to itself (waits for the running fixtures to end).
+pub struct Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>);
+
+pub fn exclusive() -> Exclusive {
+    let guard = ENGINE.write().unwrap_or_else(|e| e.into_inner());
+    ALONE.with(|a| a.set(true));
+    Exclusive(guard)
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        ALONE.with(|a| a.set(false));
+    }
+}
+
 pub struct Fixture {
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
     pub tmp: tempfile::TempDir,
     pub origin: PathBuf,
     pub work: PathBuf,
@@ -153,6 +177,8 @@ impl Fixture {
         std::fs::create_dir_all(dir.join("www")).unwrap();
         let container_name = opts.container_name.then(|| format!("{project}-backend"));
         let fx = Fixture {
+            _shared: (!ALONE.with(|a| a.get()))
+                .then(|| ENGINE.read().unwrap_or_else(|e| e.into_inner())),
             tmp,
             origin,
             work,
