@@ -16,7 +16,8 @@
 //! requests/s each) and is bounded in count and time.
 //!
 //! Environment: `BENCH_SWITCHES` (default 20), `BENCH_BASELINE_SWITCHES` (default 20),
-//! `BENCH_ONLY` (`start-first`, `recreate` or `guide`).
+//! `BENCH_ONLY` (`start-first`, `recreate` or `guide`), `BENCH_VERBOSE` (dockmaster's `-v`
+//! output on stderr).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -298,7 +299,13 @@ fn dm(app: &App, kind: Kind, args: &[&str]) {
     if args[0] == "deploy" || args[0] == "rollback" {
         cmd.args(["--strategy", kind.name()]);
     }
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        cmd.arg("-v");
+    }
     let out = cmd.output().expect("run dockmaster");
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     assert!(
         out.status.success(),
         "dockmaster {args:?} failed:\n{}",

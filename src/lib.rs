@@ -84,7 +84,14 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
     }
     interrupt::install();
     let app = App::resolve(&cli.global)?;
-    let engine = Engine::connect().await?;
+    let engine = match (Engine::connect().await, &cli.command) {
+        (Ok(e), _) => e,
+        // doctor's first check is the engine: without one it still reports the rest.
+        (Err(e), Command::Doctor(a)) => {
+            return Ok(commands::doctor::run_without_engine(&app, e.to_string(), a.json).await?);
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     let ctx = Ctx {
         app,
         engine,

@@ -123,7 +123,7 @@ fn protection(
 }
 
 /// The space the plan would free: the unique size of each image all of whose tags go.
-fn estimate(decisions: &[Decision], usage: &DiskUsage) -> i64 {
+pub fn estimate(decisions: &[Decision], usage: &DiskUsage) -> i64 {
     let mut kept_ids: HashSet<&str> = HashSet::new();
     for d in decisions.iter().filter(|d| !d.remove) {
         kept_ids.insert(&d.image_id);
