@@ -110,8 +110,11 @@ pub async fn run(
             return Err(e);
         }
     };
-    // No compose, no switch (detected while the steps above ran).
-    if let Err(e) = compose.get().await {
+    // No compose, no switch: after a build (which compose detection ran beside), say so
+    // now. A deploy of an existing image may not need compose at all (a standby start).
+    if report.built
+        && let Err(e) = compose.get().await
+    {
         history.end(event, Recorded::Failed, Some(&first_line(&e.to_string())))?;
         return Err(e);
     }
