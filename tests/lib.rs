@@ -8,3 +8,5 @@ mod core;
 mod switch;
 
 mod storage;
+
+mod safety;

@@ -272,7 +272,9 @@ pub async fn run(
             };
             history.end(
                 event,
-                if interrupted && outcome == Recorded::RolledBack {
+                // Interrupted is what happened, whatever was put back (the reason and the
+                // auto-rollback event say the rest).
+                if interrupted {
                     Recorded::Interrupted
                 } else {
                     outcome
