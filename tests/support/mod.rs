@@ -94,6 +94,36 @@ static ENGINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 thread_local! {
     static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This thread's share of `ENGINE`, held while it has fixtures (taken once per thread:
+    /// a second read while a writer waits would deadlock).
+    static SHARED: std::cell::RefCell<(usize, Option<std::sync::RwLockReadGuard<'static, ()>>)> =
+        const { std::cell::RefCell::new((0, None)) };
+}
+
+fn share_engine() {
+    if ALONE.with(|a| a.get()) {
+        return;
+    }
+    SHARED.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.0 == 0 {
+            s.1 = Some(ENGINE.read().unwrap_or_else(|e| e.into_inner()));
+        }
+        s.0 += 1;
+    });
+}
+
+fn unshare_engine() {
+    if ALONE.with(|a| a.get()) {
+        return;
+    }
+    SHARED.with(|s| {
+        let mut s = s.borrow_mut();
+        s.0 = s.0.saturating_sub(1);
+        if s.0 == 0 {
+            s.1 = None;
+        }
+    });
 }
 
 /// Hold while a test needs the engine to itself (waits for the running fixtures to end).
@@ -112,7 +142,6 @@ impl Drop for Exclusive {
 }
 
 pub struct Fixture {
-    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
     pub tmp: tempfile::TempDir,
     pub origin: PathBuf,
     pub work: PathBuf,
@@ -176,9 +205,8 @@ impl Fixture {
         };
         std::fs::create_dir_all(dir.join("www")).unwrap();
         let container_name = opts.container_name.then(|| format!("{project}-backend"));
+        share_engine();
         let fx = Fixture {
-            _shared: (!ALONE.with(|a| a.get()))
-                .then(|| ENGINE.read().unwrap_or_else(|e| e.into_inner())),
             tmp,
             origin,
             work,
@@ -462,6 +490,14 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        // Released after the cleanup below (declared first, dropped last).
+        struct Unshare;
+        impl Drop for Unshare {
+            fn drop(&mut self) {
+                unshare_engine();
+            }
+        }
+        let _unshare = Unshare;
         let label = format!("label=com.docker.compose.project={}", self.project);
         let ids = docker_out(&["ps", "-aq", "--filter", &label]);
         let ids: Vec<&str> = ids.split_whitespace().collect();
