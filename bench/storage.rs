@@ -89,9 +89,16 @@ fn main() {
         prune * 1e3
     );
 
-    // Clean up: every image of the repository, the state, the directory.
+    // Clean up: every image of the repository (and any it left untagged), the state, the
+    // directory.
     let ids = Command::new("docker")
-        .args(["images", "-q", &repo])
+        .args([
+            "images",
+            "-q",
+            "-a",
+            "--filter",
+            &format!("label=dev.dockmaster.app=dmstore{id}-app"),
+        ])
         .output()
         .unwrap();
     let mut ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
@@ -149,7 +156,9 @@ fn archive(repo: &str, n: usize, app: &str) -> Vec<u8> {
     let mut manifest = vec![];
     for i in 0..n {
         let created = start + jiff::SignedDuration::from_hours(i as i64);
-        let commit = format!("{:040x}", (i as u128 + 1) * 0x9e37_79b9_7f4a_7c15);
+        // i × an odd number mod 2^28 is one-to-one: every release gets its own sha7.
+        let sha7 = (i as u64 * 2_654_435_761 + 0x123_4567) % 0x1000_0000;
+        let commit = format!("{sha7:07x}{:033x}", i);
         let tag = format!("{}-{}", created.strftime("%Y.%m.%d"), &commit[..7]);
         let config = serde_json::json!({
             "architecture": "amd64",

@@ -51,13 +51,9 @@ impl Watched {
         }
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig}");
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, sig).expect("kill");
     }
 
     /// Wait (bounded) for the end; (exit code, stderr).
@@ -243,7 +239,7 @@ fn ctrl_c_during_the_build_changes_nothing_live() {
     fx.push_version(Behaviour::Good);
     let mut run = Watched::start(&fx, &["deploy"]);
     run.wait_for("RUN sleep 20", Duration::from_secs(60));
-    run.signal("INT");
+    run.signal(rustix::process::Signal::INT);
     let (code, err) = run.finish();
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("interrupted"), "{err}");
@@ -272,7 +268,7 @@ fn ctrl_c_while_waiting_for_health_leaves_the_previous_release_live_and_healthy(
         let mut run = Watched::start(&fx, &["deploy"]);
         run.wait_for("[7/8]", Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(300));
-        run.signal("INT");
+        run.signal(rustix::process::Signal::INT);
         let (code, err) = run.finish();
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains("interrupted"), "{err}");
@@ -299,7 +295,7 @@ fn kill_9_during_the_switch_leaves_a_state_status_reports_truthfully() {
     let tag2 = fx.tag_today(&fx.push_version(Behaviour::SlowStart(2)));
     let mut run = Watched::start(&fx, &["deploy"]);
     run.wait_for("[6/8]", Duration::from_secs(60));
-    run.signal("KILL");
+    run.signal(rustix::process::Signal::KILL);
     let (code, _) = run.finish();
     assert_eq!(code, None, "killed by a signal");
 
@@ -386,7 +382,7 @@ fn doctor_passes_on_a_healthy_app_and_names_each_fault_with_its_fix() {
         &format!("{}:{tag1}", fx.repo),
         &format!("{}:hand", fx.repo),
     ]);
-    let compose = std::process::Command::new("docker-compose")
+    let compose = crate::support::compose()
         .args(["up", "-d", "--force-recreate", "app"])
         .env("APP_TAG", "hand")
         .current_dir(&fx.dir)
@@ -406,7 +402,7 @@ fn doctor_passes_on_a_healthy_app_and_names_each_fault_with_its_fix() {
     // Now a different release runs by hand.
     fx.push_version(Behaviour::Good);
     fx.dm(&["deploy", "--no-rollback"]).ok();
-    let compose = std::process::Command::new("docker-compose")
+    let compose = crate::support::compose()
         .args(["up", "-d", "--force-recreate", "app"])
         .env("APP_TAG", &tag1)
         .current_dir(&fx.dir)

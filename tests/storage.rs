@@ -65,6 +65,7 @@ fn dangling(fx: &Fixture, label_line: &str) -> String {
         &format!("FROM {}\nLABEL moved=yes\n", first_release_id(fx)),
     );
     let _ = docker_out(&["rmi", &tag]);
+    fx.own_image(&id);
     id
 }
 
@@ -360,6 +361,7 @@ fn stopped_containers_other_apps_and_unrelated_images_survive() {
     assert!(!stopped.trim().is_empty());
     // An unrelated image, and dangling images: one left by this app's builds, one not.
     let unrelated = format!("dmt-unrelated-{}:keep", fx.project);
+    fx.own_image(&unrelated);
     build_stdin(
         &unrelated,
         &format!("FROM {}\nLABEL unrelated=yes\n", first_release_id(&fx)),
@@ -401,8 +403,6 @@ fn stopped_containers_other_apps_and_unrelated_images_survive() {
         fx.image_id(&theirs).is_some(),
         "another dangling image survives"
     );
-    let _ = docker_out(&["rmi", "-f", &theirs, &unrelated]);
-    let _ = docker_out(&["rm", "-f", stopped.trim()]);
 }
 
 #[test]

@@ -367,17 +367,7 @@ fn plain_compose_up_still_brings_the_service_up() {
     let fx = start_first_fixture("sfplain");
     fx.dm(&["deploy"]).ok();
     assert!(fx.proxy().is_some());
-    let compose = if Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        vec!["docker", "compose"]
-    } else {
-        vec!["docker-compose"]
-    };
-    let out = Command::new(compose[0])
-        .args(&compose[1..])
+    let out = crate::support::compose()
         .args(["up", "-d"])
         .current_dir(&fx.dir)
         .output()

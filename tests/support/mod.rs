@@ -154,6 +154,8 @@ pub struct Fixture {
     pub state: PathBuf,
     pub opts: Options,
     version: AtomicUsize,
+    /// Other image references a test made from this fixture, removed with it.
+    own: std::sync::Mutex<Vec<String>>,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -218,6 +220,7 @@ impl Fixture {
             state,
             opts,
             version: AtomicUsize::new(0),
+            own: std::sync::Mutex::new(vec![]),
         };
         fx.write_static_files();
         fx.write_app(Behaviour::Good, "v1");
@@ -479,6 +482,14 @@ impl Fixture {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Remove this image (a reference or id) when the fixture goes.
+    pub fn own_image(&self, reference: &str) {
+        self.own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reference.to_string());
+    }
+
     /// Snapshot of what the failure paths must leave alone.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -516,19 +527,27 @@ impl Drop for Fixture {
         for net in nets.split_whitespace() {
             let _ = Command::new("docker").args(["network", "rm", net]).output();
         }
-        for repo in [
-            self.repo.clone(),
-            format!("{}-worker", self.repo),
-            self.repo.replace('-', "_"),
-        ] {
-            let imgs = docker_out(&["images", "-q", &repo]);
-            let mut uniq: Vec<&str> = imgs.split_whitespace().collect();
-            uniq.sort();
-            uniq.dedup();
-            if !uniq.is_empty() {
-                let mut args = vec!["rmi", "-f"];
-                args.extend(uniq);
-                let _ = Command::new("docker").args(&args).output();
+        // Images tests made on top of this fixture's releases, under other names.
+        for r in self.own.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = Command::new("docker").args(["rmi", "-f", r]).output();
+        }
+        // Twice: an image with child images (label-only releases built on it) goes once
+        // its children are gone.
+        for _ in 0..2 {
+            for repo in [
+                self.repo.clone(),
+                format!("{}-worker", self.repo),
+                self.repo.replace('-', "_"),
+            ] {
+                let imgs = docker_out(&["images", "-q", &repo]);
+                let mut uniq: Vec<&str> = imgs.split_whitespace().collect();
+                uniq.sort();
+                uniq.dedup();
+                if !uniq.is_empty() {
+                    let mut args = vec!["rmi", "-f"];
+                    args.extend(uniq);
+                    let _ = Command::new("docker").args(&args).output();
+                }
             }
         }
         // Untagged images this fixture's builds left behind.
@@ -692,6 +711,22 @@ fn git_cmd(dir: &Path) -> Command {
         .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
         .env("GIT_CONFIG_NOSYSTEM", "1");
     c
+}
+
+/// The compose program a user would type: `docker compose` (v2) where it works, else
+/// `docker-compose`.
+pub fn compose() -> Command {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if v2 {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    }
 }
 
 pub fn docker_out(args: &[&str]) -> String {
