@@ -55,15 +55,10 @@ pub async fn run(
     let history = ctx.history()?;
     history.close_abandoned()?;
 
-    // Finding compose (a process or two) runs beside the rest, awaited where needed.
+    // Compose is found in the background (a process or two), awaited where needed.
     let compose = compose::Detected::start();
-    let found = async {
-        let releases = ctx.engine.releases(&app.repository).await?;
-        let live = ctx.live(&releases).await?;
-        Ok::<_, Error>((releases, live))
-    }
-    .await;
-    let (_releases, live) = found?;
+    let _releases = ctx.engine.releases(&app.repository).await?;
+    let live = ctx.live(&_releases).await?;
     let previous: Option<Target> = live.as_ref().and_then(|l| {
         l.release.as_ref().map(|r| Target {
             tag: r.tag.to_string(),

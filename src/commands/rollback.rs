@@ -44,15 +44,10 @@ pub async fn run(
     let _lock = Lock::acquire(&app.state_dir, &app.id(), "rollback", wait_lock)?;
     let history = ctx.history()?;
     history.close_abandoned()?;
-    // Finding compose (a process or two) runs beside the rest, awaited where needed.
+    // Compose is found in the background (a process or two), awaited where needed.
     let compose = compose::Detected::start();
-    let found = async {
-        let releases = ctx.engine.releases(&app.repository).await?;
-        let live = ctx.live(&releases).await?;
-        Ok::<_, Error>((releases, live))
-    }
-    .await;
-    let (releases, live) = found?;
+    let releases = ctx.engine.releases(&app.repository).await?;
+    let live = ctx.live(&releases).await?;
     let live_release = live.as_ref().and_then(|l| l.release.clone());
     let marks = history.marks()?;
 

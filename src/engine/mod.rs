@@ -190,19 +190,7 @@ impl Engine {
         project: &str,
         service: &str,
     ) -> Result<Vec<ContainerSummary>> {
-        let p = format!("{LABEL_PROJECT}={project}");
-        let s = format!("{LABEL_SERVICE}={service}");
-        let filters: HashMap<&str, Vec<&str>> =
-            HashMap::from([("label", vec![p.as_str(), s.as_str()])]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(api_error)?;
+        let list = self.labelled_containers(project, service, &[]).await?;
         Ok(list
             .into_iter()
             .filter(|c| {
@@ -212,6 +200,28 @@ impl Engine {
                     .is_none_or(|v| !v.eq_ignore_ascii_case("true"))
             })
             .collect())
+    }
+
+    /// The service's containers (running or not) with these extra `key=value` labels.
+    async fn labelled_containers(
+        &self,
+        project: &str,
+        service: &str,
+        extra: &[&str],
+    ) -> Result<Vec<ContainerSummary>> {
+        let p = format!("{LABEL_PROJECT}={project}");
+        let s = format!("{LABEL_SERVICE}={service}");
+        let mut labels = vec![p.as_str(), s.as_str()];
+        labels.extend_from_slice(extra);
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", labels)]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api_error)
     }
 
     /// Every container (running or not), for "which images are in use".
@@ -315,20 +325,10 @@ impl Engine {
 
     /// The release containers dockmaster started for the service (label `role=app`).
     pub async fn app_containers(&self, project: &str, service: &str) -> Result<Vec<ContainerInfo>> {
-        let p = format!("{LABEL_PROJECT}={project}");
-        let s = format!("{LABEL_SERVICE}={service}");
-        let r = format!("{LABEL_ROLE}=app");
-        let filters: HashMap<&str, Vec<&str>> =
-            HashMap::from([("label", vec![p.as_str(), s.as_str(), r.as_str()])]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
+        let role = format!("{LABEL_ROLE}=app");
         let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(api_error)?;
+            .labelled_containers(project, service, &[role.as_str()])
+            .await?;
         let mut out = vec![];
         for id in list.into_iter().filter_map(|c| c.id) {
             if let Some(c) = self.container(&id).await? {
@@ -339,13 +339,8 @@ impl Engine {
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
-        match self.docker.start_container(id, None).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(api_error(e)),
-        }
+        // 304: already running.
+        tolerate(self.docker.start_container(id, None).await, &[304])
     }
 
     /// Send a signal and return at once (the container shuts down in its own time).
@@ -353,14 +348,11 @@ impl Engine {
         let opts = bollard::query_parameters::KillContainerOptionsBuilder::default()
             .signal(signal)
             .build();
-        match self.docker.kill_container(id, Some(opts)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404 | 409,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(api_error(e)),
-        }
+        // 404: gone already; 409: not running.
+        tolerate(
+            self.docker.kill_container(id, Some(opts)).await,
+            &[404, 409],
+        )
     }
 
     /// Stop a container (SIGTERM, then SIGKILL after `grace`) and remove it.
@@ -368,24 +360,15 @@ impl Engine {
         let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
             .t(grace.as_secs().try_into().unwrap_or(i32::MAX))
             .build();
-        match self.docker.stop_container(id, Some(stop)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304 | 404,
-                ..
-            }) => {}
-            Err(e) => return Err(api_error(e)),
-        }
+        // 304: stopped already; 404: gone already.
+        tolerate(
+            self.docker.stop_container(id, Some(stop)).await,
+            &[304, 404],
+        )?;
         let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
             .force(true)
             .build();
-        match self.docker.remove_container(id, Some(rm)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(api_error(e)),
-        }
+        tolerate(self.docker.remove_container(id, Some(rm)).await, &[404])
     }
 
     /// Give a container the restart policy compose would have (`compose run` gives none).
@@ -526,6 +509,19 @@ fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
         ip_addresses,
         labels: config.labels.unwrap_or_default(),
         stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
+    }
+}
+
+/// An engine answer where these HTTP statuses mean "already as wanted".
+fn tolerate(r: std::result::Result<(), bollard::errors::Error>, ok: &[u16]) -> Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if ok.contains(&status_code) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(api_error(e)),
     }
 }
 

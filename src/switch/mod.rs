@@ -145,6 +145,34 @@ pub fn image_override(app: &App, tag: &str) -> Result<(Vec<PathBuf>, EnvVars)> {
     }
 }
 
+/// `compose up -d --no-deps --no-build --force-recreate <service>` with these extra files
+/// and environment: how both strategies (re)create the service's own container.
+pub async fn compose_up(
+    compose: &crate::compose::Cli,
+    app: &App,
+    extra: &[PathBuf],
+    env: &EnvVars,
+) -> std::io::Result<std::process::Output> {
+    let mut cmd = compose.command(&app.project, extra);
+    cmd.args([
+        "up",
+        "-d",
+        "--no-deps",
+        "--no-build",
+        "--force-recreate",
+        &app.service,
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    tracing::debug!(?cmd, "compose up");
+    let out = cmd.output().await;
+    tracing::debug!(status = ?out.as_ref().map(|o| o.status), "compose up finished");
+    out
+}
+
 /// Is this the service's switch proxy rather than the app?
 pub fn is_proxy(c: &ContainerInfo) -> bool {
     c.labels.get(LABEL_ROLE).map(String::as_str) == Some("proxy")

@@ -28,25 +28,9 @@ impl Switcher<'_> {
             self.avoid_v1_container_config_crash().await?;
         }
 
-        let mut cmd = compose.command(&app.project, &extra);
-        cmd.args([
-            "up",
-            "-d",
-            "--no-deps",
-            "--no-build",
-            "--force-recreate",
-            &app.service,
-        ]);
-        for (k, v) in &cmd_env {
-            cmd.env(k, v);
-        }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        tracing::debug!(?cmd, "compose up");
-        let out = cmd
-            .output()
+        let out = super::compose_up(compose, app, &extra, &cmd_env)
             .await
             .map_err(|e| Error::failed(format!("cannot run {}: {e}", compose.display())))?;
-        tracing::debug!(status = ?out.status, "compose up finished");
         if !out.status.success() {
             let text = format!(
                 "{}{}",

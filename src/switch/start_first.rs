@@ -298,21 +298,7 @@ impl StartFirst<'_> {
                 .map_err(|e| fail(e.to_string(), true))?;
         }
         let started = Instant::now();
-        let mut cmd = compose.command(&app.project, &extra);
-        cmd.args([
-            "up",
-            "-d",
-            "--no-deps",
-            "--no-build",
-            "--force-recreate",
-            &app.service,
-        ]);
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let out = cmd
-            .output()
+        let out = super::compose_up(compose, app, &extra, &env)
             .await
             .map_err(|e| fail(format!("cannot run {}: {e}", compose.display()), false))?;
         if !out.status.success() {
