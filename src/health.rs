@@ -139,10 +139,14 @@ impl HealthGate<'_> {
                     ),
                 });
             }
-            let pause = self
-                .settings
-                .interval
-                .min(deadline.saturating_duration_since(Instant::now()));
+            // Most apps are ready within a second or two: look closely then, so a fast
+            // app is not kept waiting by our own polling.
+            let interval = if start.elapsed() < Duration::from_secs(2) {
+                self.settings.interval.min(Duration::from_millis(20))
+            } else {
+                self.settings.interval
+            };
+            let pause = interval.min(deadline.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = interrupt::wait(), if self.interruptible => return Ok(Verdict::Interrupted),
