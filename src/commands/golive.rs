@@ -174,6 +174,7 @@ async fn start_first(
             });
         }
     };
+    tracing::debug!("candidate started");
     p.ok(&format!(
         "Container {} started{}",
         candidate.name,
@@ -246,6 +247,7 @@ async fn start_first(
             });
         }
     };
+    tracing::debug!("traffic moved, verified");
     let (stopped, removed) =
         crate::switch::retire_app_containers(app, &ctx.engine, Some(&now.id), from.as_deref())
             .await?;

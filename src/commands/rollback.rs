@@ -42,12 +42,14 @@ pub async fn run(
     let wanted: Option<Tag> = args.tag.as_deref().map(str::parse).transpose()?;
 
     let _lock = Lock::acquire(&app.state_dir, &app.id(), "rollback", wait_lock)?;
+    tracing::debug!("rollback: locked");
     let history = ctx.history()?;
     history.close_abandoned()?;
     // Compose is found in the background (a process or two), awaited where needed.
     let compose = compose::Detected::start();
     let releases = ctx.engine.releases(&app.repository).await?;
     let live = ctx.live(&releases).await?;
+    tracing::debug!("rollback: live found");
     let live_release = live.as_ref().and_then(|l| l.release.clone());
     let marks = history.marks()?;
 
