@@ -879,6 +879,49 @@ mod tests {
         }
     }
 
+    fn service_def(yaml: &str) -> Mapping {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn container_ports_from_ports_and_expose() {
+        let def = service_def(
+            "ports:\n  - \"127.0.0.1:18080:8080\"\n  - \"9000\"\n  - \"127.0.0.1::7000/tcp\"\n  - \"5353:53/udp\"\n  - target: 6000\n    published: 16000\nexpose:\n  - \"3000-3001\"\n  - 8080\n",
+        );
+        let ports = container_ports(&def, &|s| Ok(s.to_string())).unwrap();
+        assert_eq!(ports, vec![8080, 9000, 7000, 6000, 3000, 3001]);
+    }
+
+    #[test]
+    fn shared_writable_mounts_skip_read_only_anonymous_and_tmpfs() {
+        let def = service_def(
+            "volumes:\n  - data:/data\n  - ./conf:/conf:ro\n  - /cache\n  - ./uploads:/uploads:rw\n  - type: tmpfs\n    target: /tmp\n  - type: volume\n    source: db\n    target: /db\n    read_only: true\n  - type: bind\n    source: ./logs\n    target: /logs\n",
+        );
+        let mounts = shared_writable_mounts(&def, &|s| Ok(s.to_string())).unwrap();
+        assert_eq!(
+            mounts,
+            vec!["data:/data", "./uploads:/uploads", "./logs:/logs"]
+        );
+    }
+
+    #[test]
+    fn fingerprint_changes_with_the_settings_not_the_image() {
+        let model = |env_value: &str, image: &str| Project {
+            name: "p".into(),
+            dir: PathBuf::from("/nonexistent"),
+            files: vec![],
+            env: env(&[("GREETING", env_value)]),
+            model: service_def(&format!(
+                "services:\n  api:\n    image: {image}\n    environment:\n      - GREETING=${{GREETING}}\n"
+            )),
+        };
+        let a = model("hello", "repo:1").service_fingerprint("api").unwrap();
+        let b = model("hello", "repo:2").service_fingerprint("api").unwrap();
+        let c = model("bye", "repo:1").service_fingerprint("api").unwrap();
+        assert_eq!(a, b, "the image is not part of it");
+        assert_ne!(a, c, "an interpolated value is");
+    }
+
     #[test]
     fn project_names_are_normalized_like_compose() {
         assert_eq!(normalize_project_name("My App.v2"), "myappv2");
