@@ -181,6 +181,37 @@ fn no_rollback_leaves_the_failed_release_and_a_no_tag_rollback_skips_failed_ones
 }
 
 #[test]
+fn when_putting_the_previous_release_back_fails_too_it_says_what_state_and_what_to_run() {
+    let fx = Fixture::new("rbfail");
+    fx.dm(&["deploy"]).ok();
+    let tag1 = fx.tag_today(&fx.head());
+    let tag2 = fx.tag_today(&fx.push_version(Behaviour::Good));
+    // Something outside the release breaks every start (here: the environment).
+    let out = fx
+        .dm_cmd(&["deploy", "--timeout", "10s"])
+        .env("FAIL_START", "1")
+        .run();
+    out.code(1)
+        .stderr_has("refusing to start")
+        .stderr_has("back failed too")
+        .stderr_has("DOWN")
+        .stderr_has("dockmaster status")
+        .stderr_has("dockmaster rollback <tag>")
+        .stderr_has(&tag1)
+        .stderr_has(&tag2);
+    let deploy = last_of(&fx, "deploy");
+    assert_eq!(deploy["outcome"], "failed");
+    history_is_settled(&fx);
+    // status says the truth: not running what dockmaster last put live.
+    let status = fx.dm(&["status", "--json"]).ok().json();
+    assert_eq!(status["recorded_live"], tag1.as_str());
+    assert_ne!(status["container"]["state"], "running");
+    // And the way out works once the cause is gone.
+    fx.dm(&["rollback", &tag1, "-y"]).ok();
+    assert_eq!(fx.served_version(), "v1");
+}
+
+#[test]
 fn a_first_deploy_that_fails_says_there_is_nothing_to_go_back_to() {
     let fx = Fixture::new("firstfail");
     fx.push_version(Behaviour::CrashAtStart);

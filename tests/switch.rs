@@ -264,8 +264,7 @@ fn a_standby_is_reused_only_while_compose_settings_are_unchanged() {
         "sfstandby",
         Options {
             extra_service_yaml: Some(
-                "    expose: [\"8080\"]\n    environment:\n      - GREETING=${GREETING:-hello}\n"
-                    .into(),
+                "    expose: [\"8080\"]\n    labels:\n      greeting: ${GREETING:-hello}\n".into(),
             ),
             ..Options::default()
         },
@@ -279,8 +278,13 @@ fn a_standby_is_reused_only_while_compose_settings_are_unchanged() {
     out.ok();
     assert!(!out.stderr.contains("started again"), "{}", out.stderr);
     let live = fx.live().unwrap();
-    let env = docker_out(&["inspect", "--format", "{{json .Config.Env}}", &live.id]);
-    assert!(env.contains("GREETING=bye"), "{env}");
+    let label = docker_out(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"greeting\"}}",
+        &live.id,
+    ]);
+    assert_eq!(label.trim(), "bye");
     assert_eq!(fx.served_version(), "v1");
 }
 

@@ -261,7 +261,11 @@ impl Fixture {
             }
             ImageForm::NoImage => String::new(),
         };
-        let mut yaml = format!("services:\n  app:\n    build: .\n{image_line}");
+        // FAIL_START set in the environment of a compose run makes every release refuse to
+        // start: how a test makes putting the previous release back fail too.
+        let mut yaml = format!(
+            "services:\n  app:\n    build: .\n{image_line}    environment:\n      - FAIL_START=${{FAIL_START:-}}\n"
+        );
         if let Some(name) = &self.container_name {
             yaml.push_str(&format!("    container_name: {name}\n"));
         }
@@ -303,7 +307,7 @@ impl Fixture {
             _ => String::new(),
         };
         let script = format!(
-            "#!/bin/sh\necho \"starting release {version}\"\n{start}trap 'kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\n"
+            "#!/bin/sh\necho \"starting release {version}\"\nif [ -n \"$FAIL_START\" ]; then echo \"refusing to start: FAIL_START is set\" >&2; exit 4; fi\n{start}trap 'kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\n"
         );
         std::fs::write(d.join("run.sh"), script).unwrap();
     }
