@@ -1,6 +1,6 @@
 //! Issue 4: prune, df and sizes. Retention must never remove what a rollback needs.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,12 +10,23 @@ use crate::support::{Behaviour, Fixture, docker_out};
 /// A label-only release image on top of the fixture's first release: cheap (one build
 /// step), with its own build time, so retention by age and by count can be exercised.
 fn fake_release(fx: &Fixture, days_ago: i64, n: usize) -> String {
+    fake_release_sized(fx, days_ago, n, 0)
+}
+
+/// As `fake_release`, with a layer of `data_bytes` random bytes of its own (none for 0),
+/// so removing it frees that much disk.
+fn fake_release_sized(fx: &Fixture, days_ago: i64, n: usize, data_bytes: usize) -> String {
     let created = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days_ago);
     let sha = format!("{:07x}{}", 0xa00000 + n * 7919, "0".repeat(33));
     let tag = format!("{}-{}", created.strftime("%Y.%m.%d"), &sha[..7]);
     let base = first_release_id(fx);
+    let data = if data_bytes > 0 {
+        format!("RUN head -c {data_bytes} /dev/urandom > /data-{n}\n")
+    } else {
+        String::new()
+    };
     let dockerfile = format!(
-        "FROM {base}\nLABEL org.opencontainers.image.created=\"{created}\" org.opencontainers.image.version=\"{tag}\" org.opencontainers.image.revision=\"{sha}\" dev.dockmaster.subject=\"fake {n}\" dev.dockmaster.app=\"{}-app\" fake.n=\"{n}\"\n",
+        "FROM {base}\n{data}LABEL org.opencontainers.image.created=\"{created}\" org.opencontainers.image.version=\"{tag}\" org.opencontainers.image.revision=\"{sha}\" dev.dockmaster.subject=\"fake {n}\" dev.dockmaster.app=\"{}-app\" fake.n=\"{n}\"\n",
         fx.project
     );
     build_stdin(&format!("{}:{tag}", fx.repo), &dockerfile);
@@ -69,8 +80,8 @@ fn dangling(fx: &Fixture, label_line: &str) -> String {
     id
 }
 
-/// The engine's own figure for all image layers on disk, asked on its socket.
-fn engine_layers_size() -> i64 {
+/// The engine's own disk-usage answer, asked on its socket.
+fn engine_df() -> serde_json::Value {
     // The engine answers one disk-usage request at a time; others wait their turn.
     for _ in 0..300 {
         let mut s = std::os::unix::net::UnixStream::connect("/var/run/docker.sock")
@@ -80,11 +91,8 @@ fn engine_layers_size() -> i64 {
         s.read_to_string(&mut text).unwrap();
         let body = text.split("\r\n\r\n").nth(1).expect("a body");
         let v: serde_json::Value = serde_json::from_str(body).expect("json");
-        if let Some(n) = v["LayersSize"]
-            .as_i64()
-            .or_else(|| v["ImageUsage"]["TotalSize"].as_i64())
-        {
-            return n;
+        if v["LayersSize"].is_i64() || v["ImageUsage"]["TotalSize"].is_i64() {
+            return v;
         }
         assert!(
             body.contains("already running"),
@@ -93,6 +101,28 @@ fn engine_layers_size() -> i64 {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("the engine never answered /system/df");
+}
+
+/// The engine's own figure for all image layers on disk.
+fn engine_layers_size() -> i64 {
+    let v = engine_df();
+    v["LayersSize"]
+        .as_i64()
+        .or_else(|| v["ImageUsage"]["TotalSize"].as_i64())
+        .unwrap()
+}
+
+/// The engine's figure for the bytes only this image holds (its size less what it
+/// shares with other images).
+fn engine_unique_size(image_id: &str) -> i64 {
+    let v = engine_df();
+    let image = v["Images"]
+        .as_array()
+        .expect("Images")
+        .iter()
+        .find(|i| i["Id"] == image_id)
+        .unwrap_or_else(|| panic!("{image_id} in /system/df"));
+    image["Size"].as_i64().unwrap() - image["SharedSize"].as_i64().unwrap()
 }
 
 /// Releases of the fixture, newest first by their created label (then tag), independently
@@ -166,9 +196,15 @@ fn prune_never_removes_what_a_rollback_needs_and_removes_exactly_what_the_rules_
     for seed in [0x9e37_79b9_7f4a_7c15_u64, 0x2545_f491_4f6c_dd1d] {
         let mut rng = Rng(seed);
         let fx = Fixture::new(&format!("prop{}", seed % 1000));
+        // The test keeps its own book of what each release is and what happened to it,
+        // so the rollback target it expects does not come from dockmaster.
+        let mut marks: HashMap<String, &str> = HashMap::new();
+        let mut crashes: HashSet<String> = HashSet::new();
         fx.dm(&["deploy"]).ok();
+        let mut live_tag = fx.tag_today(&fx.head());
+        marks.insert(live_tag.clone(), "known-good");
         let mut n = 0;
-        // Older releases, as if kept from earlier weeks.
+        // Older releases, as if kept from earlier weeks (no marks: built before dockmaster).
         for _ in 0..4 {
             n += 1;
             fake_release(&fx, 1 + rng.below(40) as i64, n);
@@ -177,17 +213,30 @@ fn prune_never_removes_what_a_rollback_needs_and_removes_exactly_what_the_rules_
         for _ in 0..3 {
             match rng.below(3) {
                 0 => {
-                    fx.push_version(Behaviour::Good);
+                    let tag = fx.tag_today(&fx.push_version(Behaviour::Good));
                     fx.dm(&["deploy"]).ok();
+                    marks.insert(tag.clone(), "known-good");
+                    live_tag = tag;
                 }
                 1 => {
-                    fx.push_version(Behaviour::CrashAtStart);
+                    let tag = fx.tag_today(&fx.push_version(Behaviour::CrashAtStart));
                     fx.dm(&["deploy", "--timeout", "5s"]).code(1);
+                    marks.insert(tag.clone(), "failed");
+                    crashes.insert(tag);
                 }
                 _ => {
                     let all = releases(&fx);
-                    let pick = &all[rng.below(all.len() as u64) as usize].0;
-                    fx.dm(&["rollback", pick, "-y", "--timeout", "5s"]);
+                    let pick = all[rng.below(all.len() as u64) as usize].0.clone();
+                    let out = fx.dm(&["rollback", &pick, "-y", "--timeout", "5s"]);
+                    if crashes.contains(&pick) {
+                        // It fails its gate; the live release is put back.
+                        out.code(1);
+                        marks.insert(pick, "failed");
+                    } else {
+                        out.ok();
+                        marks.insert(pick.clone(), "known-good");
+                        live_tag = pick;
+                    }
                 }
             }
         }
@@ -196,8 +245,33 @@ fn prune_never_removes_what_a_rollback_needs_and_removes_exactly_what_the_rules_
             let keep = rng.below(4) as usize;
             let older = [None, Some(5u64), Some(20)][rng.below(3) as usize];
             let before = releases(&fx);
+            // The rollback target by the rule of PRODUCT.md, from the test's own book:
+            // the newest known-good release built before the live one, failed ones skipped;
+            // with none known-good, the newest one before the live one that is not failed.
+            let live_at = before
+                .iter()
+                .position(|r| r.0 == live_tag)
+                .expect("the live release is kept");
+            assert_eq!(
+                fx.live().map(|l| l.image_id).as_ref(),
+                Some(&before[live_at].1),
+                "seed {seed:#x}: {live_tag} is live"
+            );
+            let candidates: Vec<&(String, String, jiff::Timestamp)> = before[live_at + 1..]
+                .iter()
+                .filter(|r| r.1 != before[live_at].1 && marks.get(&r.0) != Some(&"failed"))
+                .collect();
+            let target = candidates
+                .iter()
+                .find(|r| marks.get(&r.0) == Some(&"known-good"))
+                .or(candidates.first())
+                .map(|r| r.0.clone());
             let status = fx.dm(&["status", "--json"]).ok().json();
-            let target = status["rollback_target"].as_str().map(str::to_string);
+            assert_eq!(
+                status["rollback_target"].as_str(),
+                target.as_deref(),
+                "seed {seed:#x}: dockmaster names the rollback target the rule gives"
+            );
             let live_id = fx.live().map(|l| l.image_id);
             let latest = fx.image_id(&format!("{}:latest", fx.repo));
             let in_use = images_in_use(&fx);
@@ -323,19 +397,42 @@ fn freed_space_is_what_the_engine_measures() {
     let _alone = crate::support::exclusive();
     let fx = Fixture::new("prunefreed");
     fx.dm(&["deploy"]).ok();
-    for n in 1..=3 {
-        fake_release(&fx, 40 + n as i64, n);
-    }
+    // Three old releases, each with data of its own: 100, 200 and 300 KB.
+    let old: Vec<String> = (1..=3)
+        .map(|n| fake_release_sized(&fx, 40 + n as i64, n, n * 100_000))
+        .collect();
+    let all = releases(&fx);
+    let id_of = |tag: &str| all.iter().find(|r| r.0 == tag).unwrap().1.clone();
+    // The newest of the three (the 100 KB one) is the rollback target and stays; the
+    // other two go, and with them the bytes only they hold.
+    let expected_freed: i64 = old[1..].iter().map(|t| engine_unique_size(&id_of(t))).sum();
+    assert!(
+        expected_freed >= 500_000,
+        "the engine counts the data layers as the images' own: {expected_freed}"
+    );
+
     let before = engine_layers_size();
     let report = fx.dm(&["prune", "--keep", "1", "--json"]).ok().json();
     let after = engine_layers_size();
+
+    let removed: BTreeSet<String> = report["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["tag"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(removed, old[1..].iter().cloned().collect());
+    let freed = report["freed_bytes"].as_i64().unwrap();
     assert_eq!(
-        report["freed_bytes"].as_i64().unwrap(),
+        freed,
         before - after,
         "freed = the engine's layer total before minus after"
     );
-    // The newest of the three is the rollback target and stays.
-    assert_eq!(report["removed"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        freed, expected_freed,
+        "freed = what the removed releases alone held"
+    );
+    assert!(tags(&fx).contains(&old[0]), "the rollback target stays");
 }
 
 #[test]
