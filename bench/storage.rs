@@ -4,9 +4,12 @@
 //! time, commit and subject labels, sharing one small layer, loaded in one `docker load` of
 //! a generated archive (building them would take minutes) — then times `dockmaster
 //! releases`, `releases --json`, `prune --dry-run` and `df` (7 runs each: median and max),
-//! and one real `prune --keep 10`. Everything is removed afterwards.
+//! and one real `prune --keep 10`. Then, with a local volume of many small files (engines
+//! before API 1.42 walk every volume to count disk use), times the engine's own count and
+//! `releases` (which waits for the count 2 s at most). Everything is removed afterwards.
 //!
-//! Environment: `BENCH_RELEASES` (default 500).
+//! Environment: `BENCH_RELEASES` (default 500), `BENCH_VOLUME_FILES` (default 200000; 0
+//! leaves the volume phase out).
 
 use std::io::Write;
 use std::path::Path;
@@ -70,6 +73,45 @@ fn main() {
         }
         rows.push((what, median(&times), max(&times)));
     }
+    // Engines before API 1.42 count every volume's files for a disk-usage answer: time
+    // the engine's count and `releases` again with a volume of many small files.
+    let files: usize = std::env::var("BENCH_VOLUME_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let volume = format!("dm-bench-store-{id}");
+    let mut volume_rows = vec![];
+    if files > 0 && fill_volume(&volume, files) {
+        let mut counts = vec![];
+        let mut lists = vec![];
+        for _ in 0..3 {
+            let started = Instant::now();
+            let out = Command::new("docker")
+                .args(["system", "df"])
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                // Reported, not fatal: the rest of the run and its cleanup go on.
+                eprintln!(
+                    "docker system df failed after {:.1} s: {}",
+                    started.elapsed().as_secs_f64(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                continue;
+            }
+            counts.push(started.elapsed().as_secs_f64());
+            lists.push(time(&root, &["releases"]));
+            // A count `releases` stopped waiting for goes on in the engine, which refuses a
+            // second meanwhile: let it finish before the next timing.
+            std::thread::sleep(std::time::Duration::from_secs(8));
+        }
+        volume_rows.push(("the engine's own count (`docker system df`)", counts));
+        volume_rows.push(("`dockmaster releases`", lists));
+    }
+    let _ = Command::new("docker")
+        .args(["volume", "rm", "-f", &volume])
+        .output();
+
     let prune = time(&root, &["prune", "--keep", "10"]);
 
     let machine = machine();
@@ -88,6 +130,19 @@ fn main() {
         n - 10,
         prune * 1e3
     );
+
+    if !volume_rows.is_empty() {
+        println!("\nWith a volume of {files} files (3 runs each):\n");
+        println!("| what | median | max |");
+        println!("|---|---|---|");
+        for (what, times) in &volume_rows {
+            println!(
+                "| {what} | {:.0} ms | {:.0} ms |",
+                median(times) * 1e3,
+                max(times) * 1e3
+            );
+        }
+    }
 
     // Clean up: every image of the repository (and any it left untagged), the state, the
     // directory.
@@ -115,6 +170,37 @@ fn main() {
             .output();
     }
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A local volume holding `files` one-byte files, written straight into its directory on
+/// the host (so this phase needs root and a local engine; it is left out otherwise).
+fn fill_volume(name: &str, files: usize) -> bool {
+    let created = Command::new("docker")
+        .args(["volume", "create", name])
+        .output()
+        .unwrap();
+    let mount = Command::new("docker")
+        .args(["volume", "inspect", "--format", "{{.Mountpoint}}", name])
+        .output()
+        .unwrap();
+    let mount = std::path::PathBuf::from(String::from_utf8_lossy(&mount.stdout).trim());
+    if !created.status.success() || std::fs::metadata(&mount).is_err() {
+        eprintln!("volume phase left out: cannot write into a volume's directory here");
+        return false;
+    }
+    let started = Instant::now();
+    for i in 0..files {
+        let dir = mount.join(format!("d{}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        std::fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+    }
+    eprintln!(
+        "wrote {files} files into volume {name} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    true
 }
 
 /// Wall time of one dockmaster run, which must succeed.

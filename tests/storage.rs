@@ -547,14 +547,32 @@ fn releases_and_df_report_unique_and_reclaimable_space() {
     let fx = Fixture::new("prunedf");
     fx.dm(&["deploy"]).ok();
     for n in 1..=2 {
-        fake_release(&fx, 70 + n as i64, n);
+        fake_release_sized(&fx, 70 + n as i64, n, n * 50_000);
     }
     let rel = fx.dm(&["releases", "--json"]).ok().json();
+    assert_eq!(rel.as_array().unwrap().len(), 3);
     for r in rel.as_array().unwrap() {
         let size = r["size_bytes"].as_i64().unwrap();
         let unique = r["unique_bytes"].as_i64().unwrap();
-        assert!(unique <= size && unique >= 0, "{r}");
+        let shared = r["shared_bytes"].as_i64().unwrap();
+        assert_eq!(
+            unique,
+            engine_unique_size(r["image_id"].as_str().unwrap()),
+            "the engine's own count: {r}"
+        );
+        assert_eq!(unique + shared, size, "{r}");
     }
+    // The releases with data of their own hold it alone.
+    let unique_of = |n: usize| {
+        rel.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["subject"] == format!("fake {n}"))
+            .unwrap()["unique_bytes"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(unique_of(1) >= 50_000 && unique_of(2) >= 100_000);
     fx.dm(&["releases"]).ok().stdout_has("UNIQUE");
     let df = fx.dm(&["df", "--json"]).ok().json();
     assert_eq!(df["releases"], 3);
@@ -568,6 +586,41 @@ fn releases_and_df_report_unique_and_reclaimable_space() {
     let dry = fx.dm(&["prune", "--dry-run", "--json"]).ok().json();
     assert_eq!(df["reclaimable_bytes"], dry["estimated_bytes"]);
     std::fs::remove_file(fx.dir.join("dockmaster.toml")).unwrap();
+}
+
+#[test]
+fn releases_answers_without_unique_sizes_when_the_engine_is_slow_to_count() {
+    // Engines before API 1.42 count every volume's files for a disk-usage answer, which
+    // can take minutes on a NAS; `releases` waits DOCKMASTER_SIZES_WAIT (2 s) at most.
+    // A wait of zero stands in for a count that takes longer than the wait.
+    let fx = Fixture::new("prunewait");
+    fx.dm(&["deploy"]).ok();
+    let live = fx.tag_today(&fx.head());
+    let rel = fx
+        .dm_cmd(&["releases", "--json"])
+        .env("DOCKMASTER_SIZES_WAIT", "0s")
+        .run()
+        .ok()
+        .json();
+    assert_eq!(rel[0]["tag"], live.as_str());
+    assert_eq!(rel[0]["live"], true);
+    assert!(rel[0]["size_bytes"].as_i64().unwrap() > 0);
+    assert!(rel[0]["unique_bytes"].is_null(), "unknown, not guessed");
+    assert!(rel[0]["shared_bytes"].is_null());
+    let out = fx
+        .dm_cmd(&["releases"])
+        .env("DOCKMASTER_SIZES_WAIT", "0s")
+        .run();
+    out.ok()
+        .stdout_has(&live)
+        .stderr_has("unique sizes left out: the engine did not count disk use within");
+    assert!(!out.stdout.contains("UNIQUE"));
+    // A wait that is not a duration is bad input.
+    fx.dm_cmd(&["releases"])
+        .env("DOCKMASTER_SIZES_WAIT", "soon")
+        .run()
+        .code(2)
+        .stderr_has("DOCKMASTER_SIZES_WAIT");
 }
 
 #[test]

@@ -154,6 +154,15 @@ struct Report {
     estimated_bytes: i64,
     /// Measured: the engine's layer total before minus after (null on a dry run).
     freed_bytes: Option<i64>,
+    /// Releases the rules let go but the engine refused to remove (e.g. a container was
+    /// created from one after the plan was made); they are kept.
+    failed: Vec<Failure>,
+}
+
+#[derive(Serialize)]
+struct Failure {
+    tag: String,
+    error: String,
 }
 
 pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Result<u8> {
@@ -192,23 +201,48 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Re
         }
     };
     if let Some(id) = event {
-        history.end(
-            id,
-            Outcome::Succeeded,
-            Some(&format!(
-                "removed {} and {}; freed {} bytes",
-                plural(report.removed.len(), "release", "releases"),
-                plural(report.dangling.len(), "dangling image", "dangling images"),
-                report.freed_bytes.unwrap_or(0)
-            )),
-        )?;
+        let mut summary = format!(
+            "removed {} and {}; freed {} bytes",
+            plural(report.removed.len(), "release", "releases"),
+            plural(report.dangling.len(), "dangling image", "dangling images"),
+            report.freed_bytes.unwrap_or(0)
+        );
+        if !report.failed.is_empty() {
+            summary += &format!(
+                "; could not remove {}",
+                report
+                    .failed
+                    .iter()
+                    .map(|f| f.tag.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let outcome = if report.failed.is_empty() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        history.end(id, outcome, Some(&summary))?;
     }
     if args.json {
         p.json(&report);
     } else {
         print_report(ctx, &report);
     }
-    Ok(exit::OK)
+    if report.failed.is_empty() {
+        Ok(exit::OK)
+    } else {
+        for f in &report.failed {
+            p.warn(&format!("kept {}: {}", f.tag, f.error));
+        }
+        p.warn(&format!(
+            "prune removed {} but could not remove {}; those are kept, the live release is untouched",
+            plural(report.removed.len(), "release", "releases"),
+            plural(report.failed.len(), "release", "releases")
+        ));
+        Ok(exit::FAILED)
+    }
 }
 
 async fn prune(ctx: &Ctx, rules: Rules, dry_run: bool, dangling: bool) -> Result<Report> {
@@ -227,9 +261,19 @@ async fn prune(ctx: &Ctx, rules: Rules, dry_run: bool, dangling: bool) -> Result
             .map(|i| before.images.get(&i.id).map_or(i.size, |u| u.unique()))
             .sum::<i64>();
     let mut freed = None;
+    let mut failed = vec![];
+    let mut decisions = decisions;
     if !dry_run {
-        for d in decisions.iter().filter(|d| d.remove) {
-            ctx.engine.untag(&app.image_ref(&d.tag)).await?;
+        // One refusal does not stop the rest; what could not go is kept and said.
+        for d in decisions.iter_mut().filter(|d| d.remove) {
+            if let Err(e) = ctx.engine.untag(&app.image_ref(&d.tag)).await {
+                d.remove = false;
+                d.reason = "the engine refused to remove it".into();
+                failed.push(Failure {
+                    tag: d.tag.clone(),
+                    error: e.to_string(),
+                });
+            }
         }
         let mut removed_ids = vec![];
         for id in &dangling_ids {
@@ -253,6 +297,7 @@ async fn prune(ctx: &Ctx, rules: Rules, dry_run: bool, dangling: bool) -> Result
         dangling: dangling_ids,
         estimated_bytes,
         freed_bytes: freed,
+        failed,
     })
 }
 
@@ -325,6 +370,10 @@ pub async fn auto(ctx: &Ctx, history: &History) {
                         r.freed_bytes.unwrap_or(0)
                     )),
                 );
+            }
+            for f in &r.failed {
+                ctx.printer
+                    .warn(&format!("retention kept {}: {}", f.tag, f.error));
             }
             if !r.removed.is_empty() {
                 ctx.printer.ok(&format!(

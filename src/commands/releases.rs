@@ -14,10 +14,11 @@ struct Row {
     subject: Option<String>,
     created: String,
     size_bytes: i64,
-    /// What removing this release alone would free (layers no other image uses).
-    unique_bytes: i64,
-    /// The part of `size_bytes` in layers other images use too.
-    shared_bytes: i64,
+    /// What removing this release alone would free (layers no other image uses); null
+    /// when the engine did not count disk use in time (see `sizes_wait`).
+    unique_bytes: Option<i64>,
+    /// The part of `size_bytes` in layers other images use too; null as `unique_bytes`.
+    shared_bytes: Option<i64>,
     image_id: String,
     live: bool,
     previous: bool,
@@ -31,8 +32,20 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
     let live_release = live.as_ref().and_then(|l| l.release.clone());
     let marks = ctx.history()?.marks()?;
     let target = rollback_target(&releases, live_release.as_ref(), &marks).map(|(r, _)| r.clone());
-    let usage = ctx.engine.disk_usage().await?;
-    let of = |r: &crate::release::Release| usage.images.get(&r.image_id).copied();
+    let wait = sizes_wait()?;
+    let usage = ctx.engine.disk_usage_within(wait).await?;
+    let of =
+        |r: &crate::release::Release| -> Option<crate::engine::disk::ImageUsage> {
+            let usage = usage.as_ref()?;
+            // An image the count does not list (built after it) holds all its bytes alone.
+            Some(usage.images.get(&r.image_id).copied().unwrap_or(
+                crate::engine::disk::ImageUsage {
+                    size: r.size_bytes,
+                    shared: 0,
+                    containers: 0,
+                },
+            ))
+        };
     if args.json {
         let rows: Vec<Row> = releases
             .iter()
@@ -47,8 +60,8 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
                     subject: r.subject.clone(),
                     created: r.created.to_string(),
                     size_bytes: r.size_bytes,
-                    unique_bytes: of(r).map_or(r.size_bytes, |u| u.unique()),
-                    shared_bytes: of(r).map_or(0, |u| u.shared.max(0)),
+                    unique_bytes: of(r).map(|u| u.unique()),
+                    shared_bytes: of(r).map(|u| u.shared.max(0)),
                     image_id: r.image_id.clone(),
                     tag,
                 }
@@ -70,7 +83,7 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
         target.as_ref(),
         &marks,
         usize::MAX,
-        Some(&usage),
+        usage.as_ref(),
     );
     ctx.printer.out(table.trim_end());
     // Each image once (several release tags may name one image).
@@ -78,14 +91,45 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
     let (mut total, mut unique) = (0i64, 0i64);
     for r in releases.iter().filter(|r| seen.insert(r.image_id.clone())) {
         total += r.size_bytes;
-        unique += of(r).map_or(r.size_bytes, |u| u.unique());
+        unique += of(r).map_or(0, |u| u.unique());
     }
-    ctx.printer.text(&format!(
-        "{} of {}: {} unique to them (what removing them all frees), {} if nothing were shared\n",
-        crate::commands::plural(releases.len(), "release", "releases"),
-        ctx.app.repository,
-        crate::output::human_size(unique),
-        crate::output::human_size(total)
-    ));
+    let n = crate::commands::plural(releases.len(), "release", "releases");
+    if usage.is_some() {
+        ctx.printer.text(&format!(
+            "{n} of {}: {} in layers only one image holds (UNIQUE: what removing that release alone frees), {} if nothing were shared\n",
+            ctx.app.repository,
+            crate::output::human_size(unique),
+            crate::output::human_size(total)
+        ));
+    } else {
+        ctx.printer.text(&format!(
+            "{n} of {}: {} if nothing were shared\n",
+            ctx.app.repository,
+            crate::output::human_size(total)
+        ));
+        let why = if ctx.engine.disk_count_walks_volumes() {
+            " (engines before Docker 23.0 count every file of every volume for it)"
+        } else {
+            ""
+        };
+        ctx.printer.warn(&format!(
+            "unique sizes left out: the engine did not count disk use within {}{why}; `dockmaster df` waits for the count",
+            humantime::format_duration(wait)
+        ));
+    }
     Ok(exit::OK)
+}
+
+/// How long `releases` waits for the engine's disk-usage count before listing without
+/// unique sizes: `DOCKMASTER_SIZES_WAIT` (e.g. `500ms`, `10s`), else 2 s.
+fn sizes_wait() -> Result<std::time::Duration> {
+    match std::env::var("DOCKMASTER_SIZES_WAIT") {
+        Ok(v) => humantime::parse_duration(v.trim()).map_err(|e| {
+            crate::error::Error::bad_input(format!(
+                "DOCKMASTER_SIZES_WAIT={v:?} is not a duration: {e}"
+            ))
+            .hint("write it as e.g. 500ms, 2s or 1m")
+        }),
+        Err(_) => Ok(std::time::Duration::from_secs(2)),
+    }
 }

@@ -63,6 +63,23 @@ struct RawImage {
 }
 
 impl Engine {
+    /// Whether the engine's disk-usage count walks every volume and container too: engines
+    /// before API 1.42 (Docker 23.0; Debian 12's docker.io 20.10 speaks 1.41) ignore
+    /// `type=image`, so the count takes as long as reading every file in every volume.
+    pub fn disk_count_walks_volumes(&self) -> bool {
+        let v = self.docker().client_version();
+        (v.major_version, v.minor_version) < (1, 42)
+    }
+
+    /// The disk-usage count if the engine gives it within `wait`, else `None`: for a
+    /// listing that must answer promptly whatever the volumes hold.
+    pub async fn disk_usage_within(&self, wait: std::time::Duration) -> Result<Option<DiskUsage>> {
+        match tokio::time::timeout(wait, self.disk_usage()).await {
+            Ok(usage) => usage.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     pub async fn disk_usage(&self) -> Result<DiskUsage> {
         let v = self.docker().client_version();
         let path = format!(
