@@ -33,7 +33,7 @@ const TAIL: usize = 25;
 /// the release's labels are added in one `LABEL` step on top.
 pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
     if !legacy_builder().await || req.labels.len() < 3 {
-        return run_build(req, printer, &req.labels, Some(&req.image), None).await;
+        return run_build_retrying(req, printer, &req.labels, Some(&req.image), None).await;
     }
     let iid = std::env::temp_dir().join(format!("dockmaster-build-{}.iid", std::process::id()));
     let first: Vec<(String, String)> = req
@@ -42,7 +42,7 @@ pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
         .filter(|(k, _)| k == crate::release::LABEL_APP)
         .cloned()
         .collect();
-    run_build(req, printer, &first, None, Some(&iid)).await?;
+    run_build_retrying(req, printer, &first, None, Some(&iid)).await?;
     let base = std::fs::read_to_string(&iid)
         .map_err(|e| Error::failed(format!("the build left no image id ({e})")))?;
     let _ = std::fs::remove_file(&iid);
@@ -112,6 +112,28 @@ async fn legacy_builder() -> bool {
         .status()
         .await
         .is_ok_and(|s| s.success())
+}
+
+/// `run_build`, once more if the legacy builder lost a cached step under it: an image
+/// removal elsewhere (another app's prune, `docker image prune`) can delete the untagged
+/// parent a build has just taken from its cache, and the builder then fails with
+/// "unknown parent image ID". A second build finds the cache as it now is.
+async fn run_build_retrying(
+    req: &BuildRequest,
+    printer: &Printer,
+    labels: &[(String, String)],
+    tag: Option<&str>,
+    iidfile: Option<&std::path::Path>,
+) -> Result<()> {
+    match run_build(req, printer, labels, tag, iidfile).await {
+        Err(e) if e.to_string().contains("unknown parent image ID") => {
+            printer.warn(
+                "an image the build took from its cache was removed meanwhile (an image removal elsewhere); building again",
+            );
+            run_build(req, printer, labels, tag, iidfile).await
+        }
+        other => other,
+    }
 }
 
 async fn run_build(
