@@ -172,6 +172,16 @@ fn images_in_use(fx: &Fixture) -> HashSet<String> {
         .collect()
 }
 
+/// The tags a prune report (`--json`) says went (or would go).
+fn removed_tags(report: &serde_json::Value) -> BTreeSet<String> {
+    report["removed"]
+        .as_array()
+        .expect("removed")
+        .iter()
+        .map(|d| d["tag"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn tags(fx: &Fixture) -> BTreeSet<String> {
     releases(fx).into_iter().map(|r| r.0).collect()
 }
@@ -314,12 +324,7 @@ fn prune_never_removes_what_a_rollback_needs_and_removes_exactly_what_the_rules_
                 removed, expected,
                 "seed {seed:#x}: keep {keep}, older {older:?}: removed exactly what the rules select"
             );
-            let reported: BTreeSet<String> = report["removed"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d["tag"].as_str().unwrap().to_string())
-                .collect();
+            let reported: BTreeSet<String> = removed_tags(&report);
             assert_eq!(reported, removed, "the report says what went");
             // What a rollback needs is all still there.
             if let Some(t) = &target {
@@ -352,12 +357,7 @@ fn dry_run_changes_nothing_and_shows_what_the_real_run_removes() {
         .ok()
         .json();
     assert_eq!(fx.snapshot(), before, "a dry run changes nothing");
-    let would: BTreeSet<String> = dry["removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["tag"].as_str().unwrap().to_string())
-        .collect();
+    let would: BTreeSet<String> = removed_tags(&dry);
     // The newest old release is the rollback target; the two before it go.
     assert_eq!(
         would,
@@ -372,12 +372,7 @@ fn dry_run_changes_nothing_and_shows_what_the_real_run_removes() {
         .stderr_has("nothing was changed")
         .stderr_has("live");
     let real = fx.dm(&["prune", "--keep", "1", "--json"]).ok().json();
-    let went: BTreeSet<String> = real["removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["tag"].as_str().unwrap().to_string())
-        .collect();
+    let went: BTreeSet<String> = removed_tags(&real);
     assert_eq!(went, would);
     assert_eq!(
         fx.snapshot().live,
@@ -415,12 +410,7 @@ fn freed_space_is_what_the_engine_measures() {
     let report = fx.dm(&["prune", "--keep", "1", "--json"]).ok().json();
     let after = engine_layers_size();
 
-    let removed: BTreeSet<String> = report["removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["tag"].as_str().unwrap().to_string())
-        .collect();
+    let removed: BTreeSet<String> = removed_tags(&report);
     assert_eq!(removed, old[1..].iter().cloned().collect());
     let freed = report["freed_bytes"].as_i64().unwrap();
     assert_eq!(
