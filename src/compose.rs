@@ -691,14 +691,29 @@ fn discover(cwd: &Path) -> Result<Vec<PathBuf>> {
 /// waited for only where compose is needed (a rollback to a standby container never is).
 pub struct Detected {
     once: tokio::sync::OnceCell<Cli>,
+    /// `DOCKMASTER_COMPOSE`, when the user forces a program.
+    program: Option<Vec<String>>,
     pending: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<Cli>>>>,
 }
 
 impl Detected {
-    pub fn start() -> Detected {
+    /// Nothing runs until `start` or `get`.
+    pub fn idle(program: Option<Vec<String>>) -> Detected {
         Detected {
             once: tokio::sync::OnceCell::new(),
-            pending: std::sync::Mutex::new(Some(tokio::spawn(Cli::detect()))),
+            program,
+            pending: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Begin detecting in the background.
+    pub fn start(&self) {
+        if self.once.initialized() {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_none() {
+            *pending = Some(tokio::spawn(Cli::detect(self.program.clone())));
         }
     }
 
@@ -715,7 +730,7 @@ impl Detected {
                     Some(t) => t
                         .await
                         .map_err(|e| Error::failed(format!("compose detection failed: {e}")))?,
-                    None => Cli::detect().await,
+                    None => Cli::detect(self.program.clone()).await,
                 }
             })
             .await
@@ -734,11 +749,9 @@ pub struct Cli {
 impl Cli {
     /// Detect once: `DOCKMASTER_COMPOSE` if set (e.g. `docker-compose`), else the v2 plugin,
     /// else a `docker-compose` binary (which may itself be v1 or v2).
-    pub async fn detect() -> Result<Cli> {
-        let candidates: Vec<Vec<String>> = match std::env::var("DOCKMASTER_COMPOSE") {
-            Ok(p) if !p.trim().is_empty() => {
-                vec![p.split_whitespace().map(str::to_string).collect()]
-            }
+    pub async fn detect(program: Option<Vec<String>>) -> Result<Cli> {
+        let candidates: Vec<Vec<String>> = match program {
+            Some(p) if !p.is_empty() => vec![p],
             _ => vec![
                 vec!["docker".into(), "compose".into()],
                 vec!["docker-compose".into()],

@@ -190,6 +190,22 @@ impl History {
             .map_err(db)
     }
 
+    /// Record that an operation starts. The returned guard records how it ended exactly
+    /// once: through [`Recording::end`], or — if the operation panics or returns without
+    /// saying — as failed, so no event stays `running` behind a live process.
+    pub fn record(
+        &self,
+        command: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Recording<'_>> {
+        Ok(Recording {
+            history: self,
+            id: self.begin(command, from, to)?,
+            ended: false,
+        })
+    }
+
     /// Record the automatic rollback that followed a failed deploy, as its own event.
     pub fn begin_end_auto_rollback(&self, from: &str, to: &str, reason: &str) -> Result<()> {
         let id = self.begin("auto-rollback", Some(from), Some(to))?;
@@ -277,6 +293,49 @@ impl History {
             .optional()
             .map_err(db)
             .map(Option::flatten)
+    }
+}
+
+/// An operation being recorded (see [`History::record`]).
+pub struct Recording<'a> {
+    history: &'a History,
+    id: i64,
+    ended: bool,
+}
+
+impl Recording<'_> {
+    pub fn set_target(&self, to: &str) -> Result<()> {
+        self.history.set_target(self.id, to)
+    }
+
+    /// Record the outcome; consumes the recording, so it happens once.
+    pub fn end(mut self, outcome: Outcome, reason: Option<&str>) -> Result<()> {
+        self.ended = true;
+        self.history.end(self.id, outcome, reason)
+    }
+
+    /// Record an operation that stopped with `error`: interrupted if the user asked it to
+    /// stop, else failed, with the error's first line as the reason.
+    pub fn end_with_error(self, error: &Error) -> Result<()> {
+        let outcome = if crate::interrupt::requested() {
+            Outcome::Interrupted
+        } else {
+            Outcome::Failed
+        };
+        let text = error.to_string();
+        self.end(outcome, text.lines().next())
+    }
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.history.end(
+                self.id,
+                Outcome::Failed,
+                Some("ended without recording an outcome (see its output)"),
+            );
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod compose;
 pub mod engine;
 pub mod error;
 pub mod git;
+pub mod golive;
 pub mod health;
 pub mod history;
 pub mod interrupt;
@@ -13,8 +14,8 @@ pub mod lock;
 pub mod output;
 pub mod proxy;
 pub mod release;
+pub mod runtime;
 pub mod settings;
-pub mod switch;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,7 @@ use crate::commands::Ctx;
 use crate::engine::Engine;
 use crate::error::exit;
 use crate::output::Printer;
+use crate::runtime::compose::ComposeRuntime;
 use crate::settings::App;
 
 /// Parse the command line, run the command, print the error if any, return the exit code.
@@ -93,8 +95,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         (Err(e), _) => return Err(e.into()),
     };
     let ctx = Ctx {
-        app,
-        engine,
+        rt: ComposeRuntime::new(app, engine),
         printer: Printer::new(),
     };
     let wait = cli.global.wait_lock;
@@ -107,7 +108,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::History(a) => commands::history::run(&ctx, a).await?,
         Command::Logs(a) => commands::logs::run(&ctx, a).await?,
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await?,
-        Command::Df(a) => commands::prune::df(&ctx, a).await?,
+        Command::Df(a) => commands::df::run(&ctx, a).await?,
         Command::Proxy(_) | Command::ProxyCtl(_) => unreachable!("handled above"),
     };
     Ok(code)

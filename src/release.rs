@@ -91,6 +91,15 @@ impl FromStr for Tag {
     }
 }
 
+/// The first 7 characters of a commit id, however short the id (an abbreviated or
+/// malformed id must never panic a deploy).
+pub fn short_sha(id: &str) -> &str {
+    match id.char_indices().nth(7) {
+        Some((i, _)) => &id[..i],
+        None => id,
+    }
+}
+
 /// One kept release of the app, as the engine reports it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Release {
@@ -128,6 +137,15 @@ mod tests {
         let tag: Tag = "2026.01.09-def4567".parse().unwrap();
         assert_eq!(tag.to_string(), "2026.01.09-def4567");
         assert_eq!(tag.sha7(), "def4567");
+    }
+
+    /// Regression: deploy sliced `&commit.id[..7]`, which panics on a shorter id.
+    #[test]
+    fn short_commit_ids_do_not_panic_the_short_form() {
+        assert_eq!(short_sha("abc"), "abc");
+        assert_eq!(short_sha(""), "");
+        assert_eq!(short_sha("0123456789abcdef"), "0123456");
+        assert_eq!(short_sha("éééééééé"), "ééééééé");
     }
 
     #[test]

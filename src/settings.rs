@@ -34,6 +34,9 @@ pub struct Config {
     /// Start-first: how long requests still running on the old release may take to
     /// finish after traffic moved (default 30s).
     pub drain_timeout: Option<String>,
+    /// Start-first: what becomes of the release that served before a switch: "hot" (kept
+    /// running, drained), "cold" (kept stopped; the default) or "none" (removed).
+    pub standby: Option<Standby>,
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
@@ -56,6 +59,60 @@ impl Strategy {
             Strategy::StartFirst => "start-first",
             Strategy::Recreate => "recreate",
         }
+    }
+}
+
+/// What becomes of the release that served before a start-first switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standby {
+    /// Kept running and drained: a rollback to it is a health probe and a proxy switch.
+    Hot,
+    /// Kept stopped: a rollback to it is a container start and the gate.
+    #[default]
+    Cold,
+    /// Removed at once: least disk and memory; a rollback creates its container anew.
+    None,
+}
+
+impl Standby {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standby::Hot => "hot",
+            Standby::Cold => "cold",
+            Standby::None => "none",
+        }
+    }
+}
+
+/// The environment variables dockmaster reads, read once, up front.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// `DOCKMASTER_COMPOSE`: the compose program to use (`docker-compose`, `docker compose`).
+    pub compose_program: Option<Vec<String>>,
+    /// `DOCKMASTER_SIZES_WAIT`: how long `releases` waits for the engine's disk count.
+    pub sizes_wait: Duration,
+    /// `DOCKER_BUILDKIT`: `1`/`0` forces BuildKit or the legacy builder.
+    pub buildkit: Option<bool>,
+}
+
+impl Env {
+    pub fn from_process() -> Result<Env> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Ok(Env {
+            compose_program: var("DOCKMASTER_COMPOSE")
+                .map(|p| p.split_whitespace().map(str::to_string).collect()),
+            sizes_wait: match var("DOCKMASTER_SIZES_WAIT") {
+                Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
+                    Error::bad_input(format!(
+                        "DOCKMASTER_SIZES_WAIT={v:?} is not a duration: {e}"
+                    ))
+                    .hint("write it as e.g. 500ms, 2s or 1m")
+                })?,
+                None => Duration::from_secs(2),
+            },
+            buildkit: var("DOCKER_BUILDKIT").map(|v| v.trim() != "0"),
+        })
     }
 }
 
@@ -125,6 +182,9 @@ pub struct App {
     /// The strategy set in dockmaster.toml, if any.
     pub strategy: Option<Strategy>,
     pub drain_timeout: Duration,
+    pub standby: Standby,
+    /// The environment variables dockmaster reads.
+    pub env: Env,
     /// What the compose file says about the service.
     pub service_def: crate::compose::Service,
     pub config_path: Option<PathBuf>,
@@ -132,6 +192,7 @@ pub struct App {
 
 impl App {
     pub fn resolve(global: &GlobalArgs) -> Result<App> {
+        let env = Env::from_process()?;
         let cwd = std::env::current_dir()
             .map_err(|e| Error::failed(format!("cannot read the working directory: {e}")))?;
         let project = Project::load(&global.files, &cwd)?;
@@ -254,6 +315,8 @@ impl App {
                 "drain_timeout",
                 Duration::from_secs(30),
             )?,
+            standby: config.standby.unwrap_or_default(),
+            env,
             service_def: service.clone(),
             config_path,
             service: service_name,

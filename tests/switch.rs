@@ -288,30 +288,58 @@ fn a_standby_is_reused_only_while_compose_settings_are_unchanged() {
     assert_eq!(fx.served_version(), "v1");
 }
 
+/// Regression: this test used to start the slow request before a deploy that then built
+/// for seconds, so the request had finished before the switch and nothing was drained, yet
+/// it passed. Both releases are built first now, the request is in flight when traffic
+/// moves, and the drain time dockmaster reports must cover it.
 #[test]
-fn switch_drains_a_slow_request_before_removing_the_old_release() {
+fn switch_drains_a_slow_request_in_flight_at_the_switch() {
     let fx = start_first_fixture("sfdrain");
+    let tag1 = fx.tag_today(&fx.head());
     fx.dm(&["deploy"]).ok();
+    let tag2 = fx.tag_today(&fx.push_version(Behaviour::Good));
+    fx.dm(&["deploy"]).ok();
+    fx.dm(&["rollback", &tag1]).ok();
     let port = host_port(&fx);
-    fx.push_version(Behaviour::Good);
 
-    // A 3 s request is in flight on v1 when the switch happens.
+    // A 3 s request is in flight on the live release when the switch happens.
     let slow = std::thread::spawn(move || http_get(port, "/cgi-bin/slow"));
     std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    let out = fx.dm(&["deploy"]);
-    out.ok().stderr_has("drained in");
+    let out = fx.dm(&["rollback", &tag2]);
+    out.ok();
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("drained in"))
+        .unwrap_or_else(|| panic!("no drain line: {}", out.stderr));
+    let drained = drained_time(line);
+    assert!(
+        drained >= Duration::from_millis(1500),
+        "the switch waited for the request in flight (~2.7 s left of it): {line}"
+    );
     let (code, body) = slow
         .join()
         .unwrap()
         .expect("the slow request got an answer");
     assert_eq!(code, 200, "{body}");
     assert_eq!(body.trim(), "slow done");
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "the deploy waited for the in-flight request"
-    );
     assert_eq!(fx.served_version(), "v2");
+}
+
+/// `… drained in 2.6s …` or `… drained in 850ms …`.
+fn drained_time(line: &str) -> Duration {
+    let word = line
+        .split("drained in ")
+        .nth(1)
+        .and_then(|r| r.split([' ', ',', ')']).next())
+        .unwrap_or_default();
+    if let Some(ms) = word.strip_suffix("ms") {
+        Duration::from_millis(ms.parse().unwrap_or_else(|_| panic!("{line}")))
+    } else if let Some(s) = word.strip_suffix('s') {
+        Duration::from_secs_f64(s.parse().unwrap_or_else(|_| panic!("{line}")))
+    } else {
+        panic!("no drain time in {line}")
+    }
 }
 
 #[test]

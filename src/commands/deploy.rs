@@ -1,4 +1,7 @@
 //! `dockmaster deploy`: the guide's eight steps, with the safety the scripts lack.
+//!
+//! This module prepares (steps 1–5: checkout, tag, build, verify), hands the release to
+//! `golive` (steps 6–8), records the outcome once and prints it.
 
 use std::time::Instant;
 
@@ -6,19 +9,25 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::cli::DeployArgs;
-use crate::commands::golive::{self, Outcome, Steps, Target, short_id};
-use crate::commands::{Ctx, releases_table, rollback_target};
-use crate::compose;
-use crate::engine::{self, BuildRequest};
+use crate::commands::progress::Steps;
+use crate::commands::{Ctx, GoLivePrinter, releases_table, rollback_target};
+use crate::engine::{self, BuildEvent, BuildRequest};
 use crate::error::{Error, Result, exit};
 use crate::git::{Checkout, Update};
-use crate::history::{Mark, Outcome as Recorded};
+use crate::golive::{self, Live, Plan, Stage};
+use crate::history::Mark;
 use crate::interrupt;
-use crate::lock::Lock;
-use crate::output::human_duration;
-use crate::release::{self, Tag};
+use crate::output::{human_duration, short_id};
+use crate::release::{self, Tag, short_sha};
+use crate::runtime::{Runtime, Target};
 
 const TOTAL: usize = 8;
+const STEPS: Steps = Steps {
+    start: 6,
+    gate: 7,
+    switch: 8,
+    total: TOTAL,
+};
 
 #[derive(Serialize)]
 struct Report {
@@ -42,36 +51,29 @@ pub async fn run(
     wait_lock: Option<std::time::Duration>,
 ) -> Result<u8> {
     let started = Instant::now();
-    let app = &ctx.app;
+    let app = ctx.app();
     let p = &ctx.printer;
-    let timeout = args.timeout.unwrap_or(app.health.timeout);
     let checkout = Checkout::find(&app.build.context).await?;
 
     if args.dry_run {
         return dry_run(ctx, args, &checkout, started).await;
     }
 
-    let _lock = Lock::acquire(&app.state_dir, &app.id(), "deploy", wait_lock)?;
+    let _lock = ctx.rt.lock("deploy", wait_lock)?;
     let history = ctx.history()?;
     history.close_abandoned()?;
-
-    // Compose is found in the background (a process or two), awaited where needed.
-    let compose = compose::Detected::start();
-    let _releases = ctx.engine.releases(&app.repository).await?;
-    let live = ctx.live(&_releases).await?;
-    let previous: Option<Target> = live.as_ref().and_then(|l| {
-        l.release.as_ref().map(|r| Target {
-            tag: r.tag.to_string(),
-            image_id: r.image_id.clone(),
-        })
-    });
+    ctx.rt.warm_up();
+    let (_, serving) = ctx.releases_and_serving().await?;
+    let previous: Option<Target> = serving
+        .as_ref()
+        .and_then(|s| s.release.as_ref().map(Target::of));
     let previous_tag = previous.as_ref().map(|t| t.tag.clone());
 
     p.banner(&format!(
         "dockmaster deploy: {} (service `{}` of compose project `{}`)",
         app.repository, app.service, app.project.name
     ));
-    let event = history.begin("deploy", previous_tag.as_deref(), None)?;
+    let rec = history.record("deploy", previous_tag.as_deref(), None)?;
     let mut report = Report {
         outcome: "failed",
         service: app.service.clone(),
@@ -87,217 +89,209 @@ pub async fn run(
         reason: None,
     };
 
-    // Steps 1–5 change nothing live: any failure or interrupt here leaves the service as it was.
-    let prepared = prepare(ctx, args, &checkout, &mut report).await;
-    let (tag, image_id) = match prepared {
-        Ok(t) => t,
+    let gone_live = async {
+        // Steps 1–5 change nothing live: any failure or interrupt here leaves the service as
+        // it was.
+        let (tag, image_id) = prepare(ctx, &checkout, args, &mut report).await?;
+        // No compose, no switch: after a build (which compose detection ran beside), say so
+        // now. A deploy of an existing image may not need compose at all (a standby start).
+        if report.built {
+            ctx.rt.compose.get().await?;
+        }
+        rec.set_target(&tag.to_string())?;
+        if interrupt::requested() {
+            return Err(Error::failed(format!(
+                "interrupted before the switch: {} (built and kept); nothing live was changed{}",
+                app.image_ref(&tag.to_string()),
+                previous_tag
+                    .as_ref()
+                    .map(|t| format!(" ({t} is still live)"))
+                    .unwrap_or_default()
+            ))
+            .hint("run `dockmaster deploy` again to put it live"));
+        }
+        let target = Target {
+            tag: tag.to_string(),
+            image_id,
+        };
+        let plan = Plan {
+            choice: ctx.rt.choose(&target, args.strategy).await?,
+            target,
+            previous: previous.clone(),
+            serving: serving.as_ref().map(|s| s.container.name.clone()),
+            standby: app.standby,
+            timeout: args.timeout.unwrap_or(app.health.timeout),
+            drain: app.drain_timeout,
+            keep_failed: args.no_rollback,
+        };
+        let sink = GoLivePrinter {
+            printer: p,
+            app,
+            steps: STEPS,
+        };
+        let live = golive::go_live(&ctx.rt, &plan, &sink).await?;
+        Ok((plan.target, live))
+    }
+    .await;
+    let (target, live) = match gone_live {
+        Ok(done) => done,
         Err(e) => {
-            let interrupted = interrupt::requested();
-            history.end(
-                event,
-                if interrupted {
-                    Recorded::Interrupted
-                } else {
-                    Recorded::Failed
-                },
-                Some(&first_line(&e.to_string())),
-            )?;
+            rec.end_with_error(&e)?;
+            report.reason = Some(first_line(&e.to_string()));
+            report.duration_ms = started.elapsed().as_millis();
+            if args.json {
+                p.json(&report);
+            }
             return Err(e);
         }
     };
-    // No compose, no switch: after a build (which compose detection ran beside), say so
-    // now. A deploy of an existing image may not need compose at all (a standby start).
-    if report.built
-        && let Err(e) = compose.get().await
-    {
-        history.end(event, Recorded::Failed, Some(&first_line(&e.to_string())))?;
-        return Err(e);
-    }
 
-    history.set_target(event, &tag.to_string())?;
-    if interrupt::requested() {
-        history.end(
-            event,
-            Recorded::Interrupted,
-            Some("interrupted before the switch"),
-        )?;
-        return Err(Error::failed(format!(
-            "interrupted before the switch: {} (built and kept); nothing live was changed{}",
-            app.image_ref(&tag.to_string()),
-            live_words(previous_tag.as_deref())
+    let (outcome, reason) = super::recorded(&live);
+    match &live {
+        Live::New { .. } => history.mark(&target.tag, Mark::KnownGood)?,
+        Live::PreviousRestored { failure, restored } => {
+            history.begin_end_auto_rollback(&target.tag, &restored.tag, &failure.reason)?;
+        }
+        _ => {}
+    }
+    if live.failure().is_some_and(|f| !f.interrupted) {
+        history.mark(&target.tag, Mark::Failed)?;
+    }
+    rec.end(outcome, reason.as_deref())?;
+    report.duration_ms = started.elapsed().as_millis();
+    report.reason = reason;
+    report.live = super::live_tag(&live, &target, previous_tag.as_deref());
+    report.rolled_back = matches!(live, Live::PreviousRestored { .. });
+    report.outcome = match (&live, report.rolled_back) {
+        (Live::New { .. }, _) => "succeeded",
+        (_, true) => "rolled-back",
+        _ => "failed",
+    };
+
+    if let Live::New { .. } = live {
+        if app.retention.auto {
+            crate::commands::prune::auto(ctx, &history).await;
+        }
+        p.blank();
+        p.banner("DEPLOYMENT COMPLETE");
+        if args.json {
+            p.json(&report);
+        } else {
+            let releases = ctx.rt.releases().await?;
+            let marks = history.marks()?;
+            let live_rel = releases.iter().find(|r| r.tag.to_string() == target.tag);
+            let rollback_to = rollback_target(&releases, live_rel, &marks).map(|(r, _)| r);
+            let standby = match &live {
+                Live::New { retired, .. } => retired.standby.as_ref().and_then(|(name, mode)| {
+                    releases
+                        .iter()
+                        .find(|r| name.contains(&format!("-{}-", r.tag)))
+                        .map(|r| (r.tag.to_string(), *mode))
+                }),
+                _ => None,
+            };
+            p.out("Recent releases:");
+            p.out(
+                releases_table(
+                    &releases,
+                    live_rel,
+                    rollback_to,
+                    &marks,
+                    standby.as_ref(),
+                    5,
+                    None,
+                )
+                .trim_end(),
+            );
+            p.out(&format!("DEPLOYED_{}={}", app.deployed_var, target.tag));
+        }
+        return Ok(exit::OK);
+    }
+    if args.json {
+        p.json(&report);
+    }
+    Err(failure_error(ctx, &live, &target, previous_tag.as_deref()))
+}
+
+/// The error a failed deploy ends with: what failed, why, and what is live now.
+fn failure_error(ctx: &Ctx, live: &Live, target: &Target, previous: Option<&str>) -> Error {
+    let app = ctx.app();
+    let image = app.image_ref(&target.tag);
+    let Some(f) = live.failure() else {
+        return Error::failed(format!("{image} went live"));
+    };
+    let what = if f.interrupted {
+        "was interrupted"
+    } else if f.stage == Stage::Gate {
+        "failed its health gate"
+    } else {
+        "could not be put live"
+    };
+    let reason = &f.reason;
+    let rollback_hint = |prev: Option<&str>| {
+        prev.map_or("fix the release and deploy again".to_string(), |t| {
+            format!("`dockmaster rollback {t}` puts the previous release back")
+        })
+    };
+    match live {
+        Live::New { .. } => unreachable!("handled above: a failure exists"),
+        Live::PreviousKept { .. } => Error::failed(format!(
+            "{image} {what}: {reason}
+{}",
+            match previous {
+                Some(t) => format!(
+                    "{} kept serving throughout and is still live (start-first: the new release never took traffic)",
+                    app.image_ref(t)
+                ),
+                None => "what served before kept serving throughout (start-first: the new release never took traffic)".into(),
+            }
         ))
-        .hint("run `dockmaster deploy` again to put it live"));
-    }
-
-    let target = Target {
-        tag: tag.to_string(),
-        image_id: image_id.clone(),
-    };
-    let steps = Steps {
-        switch: 6,
-        gate: 7,
-        verify: 8,
-        total: TOTAL,
-    };
-    let choice = match crate::switch::choose(app, &ctx.engine, &image_id, args.strategy).await {
-        Ok(c) => c,
-        Err(e) => {
-            history.end(event, Recorded::Failed, Some(&first_line(&e.to_string())))?;
-            return Err(e);
-        }
-    };
-    let how = golive::How {
-        choice: &choice,
-        interruptible: true,
-        keep_failed: args.no_rollback,
-    };
-    match golive::go_live(ctx, &compose, &target, timeout, &steps, &how).await? {
-        Outcome::Healthy { .. } => {
-            history.mark(&target.tag, Mark::KnownGood)?;
-            history.end(event, Recorded::Succeeded, None)?;
-            report.outcome = "succeeded";
-            report.live = Some(target.tag.clone());
-            if app.retention.auto {
-                crate::commands::prune::auto(ctx, &history).await;
-            }
-            p.blank();
-            p.banner("DEPLOYMENT COMPLETE");
-            report.duration_ms = started.elapsed().as_millis();
-            if args.json {
-                p.json(&report);
-            } else {
-                let releases = ctx.engine.releases(&app.repository).await?;
-                let marks = history.marks()?;
-                let live_rel = releases.iter().find(|r| r.tag == tag);
-                let target = rollback_target(&releases, live_rel, &marks).map(|(r, _)| r);
-                p.out("Recent releases:");
-                p.out(releases_table(&releases, live_rel, target, &marks, 5, None).trim_end());
-                p.out(&format!("DEPLOYED_{}={}", app.deployed_var, tag));
-            }
-            Ok(exit::OK)
-        }
-        Outcome::Unhealthy {
-            reason,
-            container,
-            interrupted,
-            previous_serving,
-            at_gate,
-        } => {
-            if let Some(c) = &container {
-                golive::show_logs(ctx, c, 50).await;
-            }
-            if !interrupted {
-                history.mark(&target.tag, Mark::Failed)?;
-            }
-            report.reason = Some(reason.clone());
-            let what = if interrupted {
-                "interrupted"
-            } else if at_gate {
-                "failed its health gate"
-            } else {
-                "could not be put live"
-            };
-            let (outcome, message, hint) = match (&previous, args.no_rollback && !interrupted) {
-                // Start-first: the new release never took traffic.
-                (_, _) if previous_serving => (
-                    Recorded::Failed,
-                    format!(
-                        "{} {what}: {reason}\n{}",
-                        app.image_ref(&target.tag),
-                        match &previous_tag {
-                            Some(t) => format!(
-                                "{} kept serving throughout and is still live (start-first: the new release never took traffic)",
-                                app.image_ref(t)
-                            ),
-                            None => "this was the first release, so nothing is live".to_string(),
-                        }
-                    ),
-                    "its logs are above; fix it and deploy again".to_string(),
+        .hint("its logs are above; fix it and deploy again"),
+        Live::NothingLive { .. } => Error::failed(format!(
+            "{image} {what}: {reason}; this was the first release, so there is nothing to go back to"
+        ))
+        .hint("fix the release (its logs are above) and deploy again"),
+        Live::FailedLeftInPlace { .. } => Error::failed(format!(
+            "{image} {what}: {reason}; left in place as asked (--no-rollback)"
+        ))
+        .hint(rollback_hint(previous)),
+        Live::PreviousRestored { restored, .. } => Error::failed(format!(
+            "{image} {what}: {reason}
+{} is live again and healthy",
+            app.image_ref(&restored.tag)
+        ))
+        .hint("its logs are above; fix it and deploy again"),
+        Live::Down {
+            restore_failure, ..
+        } => Error::failed(format!(
+            "{image} {what}: {reason}
+{}; the service is DOWN or unhealthy",
+            match previous {
+                Some(t) => format!(
+                    "putting {} back failed too ({restore_failure})",
+                    app.image_ref(t)
                 ),
-                (_, true) => (
-                    Recorded::Failed,
-                    format!(
-                        "{} {what}: {reason}; left in place as asked (--no-rollback)",
-                        app.image_ref(&target.tag)
-                    ),
-                    previous_tag
-                        .as_ref()
-                        .map_or("fix the release and deploy again".to_string(), |t| {
-                            format!("`dockmaster rollback {t}` puts the previous release back")
-                        }),
-                ),
-                (None, false) => (
-                    Recorded::Failed,
-                    format!(
-                        "{} {what}: {reason}; this was the first release, so there is nothing to go back to",
-                        app.image_ref(&target.tag)
-                    ),
-                    "fix the release (its logs are above) and deploy again".to_string(),
-                ),
-                (Some(prev), false) => {
-                    let (ok, state) = golive::restore(ctx, &compose, prev, timeout).await?;
-                    report.rolled_back = ok;
-                    if ok {
-                        history.begin_end_auto_rollback(&target.tag, &prev.tag, &reason)?;
-                    }
-                    (
-                        if ok {
-                            Recorded::RolledBack
-                        } else {
-                            Recorded::Failed
-                        },
-                        format!("{} {what}: {reason}\n{state}", app.image_ref(&target.tag)),
-                        if ok {
-                            "its logs are above; fix it and deploy again".to_string()
-                        } else {
-                            format!(
-                                "look at `dockmaster status` and `dockmaster logs`; `dockmaster rollback <tag>` puts any kept release live ({} were tried)",
-                                [target.tag.as_str(), prev.tag.as_str()].join(", ")
-                            )
-                        },
-                    )
-                }
-            };
-            report.live = if report.rolled_back || previous_serving {
-                previous_tag.clone()
-            } else if args.no_rollback {
-                Some(target.tag.clone())
-            } else {
-                None
-            };
-            history.end(
-                event,
-                // Interrupted is what happened, whatever was put back (the reason and the
-                // auto-rollback event say the rest).
-                if interrupted {
-                    Recorded::Interrupted
-                } else {
-                    outcome
-                },
-                Some(&first_line(&reason)),
-            )?;
-            report.outcome = if report.rolled_back {
-                "rolled-back"
-            } else {
-                "failed"
-            };
-            report.duration_ms = started.elapsed().as_millis();
-            if args.json {
-                p.json(&report);
+                None => restore_failure.clone(),
             }
-            Err(Error::failed(message).hint(hint))
-        }
+        ))
+        .hint(format!(
+            "look at `dockmaster status` and `dockmaster logs`; `dockmaster rollback <tag>` puts any kept release live ({} were tried)",
+            std::iter::once(target.tag.as_str())
+                .chain(previous)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
 /// Steps 1–5: update the checkout, tag, build, verify. Nothing live changes here.
 async fn prepare(
     ctx: &Ctx,
-    args: &DeployArgs,
     checkout: &Checkout,
+    args: &DeployArgs,
     report: &mut Report,
 ) -> Result<(Tag, String)> {
-    let app = &ctx.app;
+    let app = ctx.app();
     let p = &ctx.printer;
 
     if args.no_pull {
@@ -314,8 +308,8 @@ async fn prepare(
             Update::UpToDate => p.ok(&format!("Up to date with {upstream}")),
             Update::FastForwarded { from, to, commits } => p.ok(&format!(
                 "Fast-forwarded {}..{} ({})",
-                &from[..7.min(from.len())],
-                &to[..7.min(to.len())],
+                short_sha(&from),
+                short_sha(&to),
                 crate::commands::plural(commits as usize, "commit", "commits")
             )),
         }
@@ -325,7 +319,7 @@ async fn prepare(
     p.step(2, TOTAL, "Computing the image tag");
     let commit = checkout.head().await?;
     report.commit = Some(commit.id.clone());
-    let releases = ctx.engine.releases(&app.repository).await?;
+    let releases = ctx.rt.releases().await?;
     let existing = releases.iter().find(|r| r.commit == commit.id);
     let tag = match existing {
         Some(r) => r.tag.clone(),
@@ -343,7 +337,7 @@ async fn prepare(
             p.step(4, TOTAL, &format!("Building {image}"));
             p.ok(&format!(
                 "Skipped: {image} already holds commit {} (built {})",
-                &commit.id[..7],
+                short_sha(&commit.id),
                 r.created.strftime("%Y-%m-%d %H:%M UTC")
             ));
         }
@@ -367,14 +361,24 @@ async fn prepare(
                     (release::LABEL_SUBJECT.into(), commit.subject.clone()),
                     (release::LABEL_APP.into(), app.id()),
                 ],
+                buildkit: app.env.buildkit,
             };
-            tokio::select! {
-                r = engine::build(&req, p) => r?,
-                _ = interrupt::wait() => {
-                    return Err(Error::failed("interrupted during the build; nothing live was changed")
-                        .hint("run `dockmaster deploy` again when ready"));
-                }
+            let progress = p.progress(&format!("building {image}"));
+            let mut on = |event: BuildEvent<'_>| {
+                match event {
+                BuildEvent::Line(line) => progress.line(line),
+                BuildEvent::Retrying => p.warn(
+                    "an image the build took from its cache was removed meanwhile (an image removal elsewhere); building again",
+                ),
             }
+            };
+            let built = tokio::select! {
+                r = engine::build(&req, &mut on) => r,
+                _ = interrupt::wait() => Err(Error::failed("interrupted during the build; nothing live was changed")
+                        .hint("run `dockmaster deploy` again when ready")),
+            };
+            progress.finish();
+            built?;
             report.built = true;
             p.ok(&format!(
                 "Image built in {}",
@@ -385,7 +389,7 @@ async fn prepare(
     stop_if_interrupted()?;
 
     p.step(5, TOTAL, "Verifying the image");
-    let image_id = ctx.engine.image_id(&image).await?.ok_or_else(|| {
+    let image_id = ctx.engine().image_id(&image).await?.ok_or_else(|| {
         Error::failed(format!("{image} does not exist after the build"))
             .hint("`docker images` shows what the build produced; deploy again")
     })?;
@@ -402,11 +406,6 @@ fn stop_if_interrupted() -> Result<()> {
     }
 }
 
-fn live_words(tag: Option<&str>) -> String {
-    tag.map(|t| format!(" ({t} is still live)"))
-        .unwrap_or_default()
-}
-
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
@@ -418,7 +417,7 @@ async fn dry_run(
     checkout: &Checkout,
     started: Instant,
 ) -> Result<u8> {
-    let app = &ctx.app;
+    let app = ctx.app();
     let p = &ctx.printer;
     p.banner(&format!(
         "dockmaster deploy --dry-run: {} (service `{}`)",
@@ -441,7 +440,7 @@ async fn dry_run(
             Ok(remote) if remote != commit.id => {
                 notes.push(format!(
                     "would fast-forward to {upstream} at {}",
-                    &remote[..7.min(remote.len())]
+                    short_sha(&remote)
                 ));
                 commit.subject = checkout.subject_of(&remote).await.unwrap_or_default();
                 commit.id = remote;
@@ -453,8 +452,7 @@ async fn dry_run(
             )),
         }
     }
-    let releases = ctx.engine.releases(&app.repository).await?;
-    let live = ctx.live(&releases).await?;
+    let (releases, live) = ctx.releases_and_serving().await?;
     let existing = releases.iter().find(|r| r.commit == commit.id);
     let tag = existing
         .map(|r| r.tag.clone())

@@ -18,6 +18,7 @@ use crate::error::{Result, exit};
 use crate::git::Checkout;
 use crate::history::History;
 use crate::output::{Printer, human_size};
+use crate::runtime::Runtime;
 use crate::settings::App;
 
 #[derive(Serialize)]
@@ -53,7 +54,7 @@ const RECLAIMABLE_LIMIT: i64 = 1 << 30;
 const MIN_FREE: u64 = 1 << 30;
 
 pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
-    let checks = checks(&ctx.app, Ok(ctx)).await;
+    let checks = checks(ctx.app(), Ok(ctx)).await;
     report(&ctx.printer, &checks, args.json)
 }
 
@@ -99,7 +100,7 @@ fn report(p: &Printer, checks: &[Check], json: bool) -> Result<u8> {
 async fn checks(app: &App, ctx: std::result::Result<&Ctx, String>) -> Vec<Check> {
     let mut out = vec![];
     match &ctx {
-        Ok(ctx) => out.push(match ctx.engine.version().await {
+        Ok(ctx) => out.push(match ctx.engine().version().await {
             Ok(v) => pass("engine", format!("Docker engine {v} answers")),
             Err(e) => fail("engine", e.to_string(), "start it: `systemctl start docker`"),
         }),
@@ -109,7 +110,7 @@ async fn checks(app: &App, ctx: std::result::Result<&Ctx, String>) -> Vec<Check>
             "start the engine (`systemctl start docker`), or point DOCKER_HOST at it; `docker info` must work",
         )),
     }
-    out.push(match compose::Cli::detect().await {
+    out.push(match compose::Cli::detect(app.env.compose_program.clone()).await {
         Ok(c) => pass("compose", c.display()),
         Err(e) => fail(
             "compose",
@@ -121,9 +122,9 @@ async fn checks(app: &App, ctx: std::result::Result<&Ctx, String>) -> Vec<Check>
     let Ok(ctx) = ctx else {
         return out;
     };
-    let engine = &ctx.engine;
+    let engine = &ctx.engine();
     let releases = engine.releases(&app.repository).await.unwrap_or_default();
-    let live = ctx.live(&releases).await.ok().flatten();
+    let live = ctx.rt.serving(&releases).await.ok().flatten();
 
     out.push(disk(engine, releases.first().map(|r| r.size_bytes)).await);
 
@@ -315,13 +316,13 @@ async fn disk(engine: &Engine, newest: Option<i64>) -> Check {
 
 async fn reclaimable(ctx: &Ctx) -> Check {
     let rules = crate::commands::prune::Rules {
-        keep: ctx.app.retention.keep,
-        older_than: ctx.app.retention.older_than,
+        keep: ctx.app().retention.keep,
+        older_than: ctx.app().retention.older_than,
     };
     let planned = crate::commands::prune::plan(ctx, rules).await;
     let dangling = ctx
-        .engine
-        .dangling_images(&ctx.app.id())
+        .engine()
+        .dangling_images(&ctx.app().id())
         .await
         .unwrap_or_default();
     match planned {

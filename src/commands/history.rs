@@ -13,7 +13,7 @@ pub async fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<u8> {
     }
     if events.is_empty() {
         ctx.printer
-            .warn(&format!("no events recorded for {} yet", ctx.app.id()));
+            .warn(&format!("no events recorded for {} yet", ctx.app().id()));
         return Ok(exit::OK);
     }
     let rows: Vec<Vec<String>> = events

@@ -3,12 +3,14 @@
 use crate::cli::LogsArgs;
 use crate::commands::Ctx;
 use crate::error::{Error, Result, exit};
+use crate::runtime::Runtime;
 
 pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<u8> {
-    let app = &ctx.app;
-    let releases = ctx.engine.releases(&app.repository).await?;
+    let app = ctx.app();
+    let releases = ctx.rt.releases().await?;
     let container = ctx
-        .live(&releases)
+        .rt
+        .serving(&releases)
         .await?
         .map(|l| l.container)
         .ok_or_else(|| {
@@ -18,8 +20,13 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<u8> {
             ))
             .hint("`dockmaster deploy` puts a release live")
         })?;
-    ctx.engine
-        .follow_logs(&container.id, args.tail, args.follow)
+    ctx.engine()
+        .follow_logs(
+            &container.id,
+            args.tail,
+            args.follow,
+            &mut std::io::stdout(),
+        )
         .await?;
     Ok(exit::OK)
 }

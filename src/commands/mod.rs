@@ -1,10 +1,11 @@
 //! One module per command. Each returns `Ok(exit code)` or an error that carries its own.
 
 pub mod deploy;
+pub mod df;
 pub mod doctor;
-pub mod golive;
 pub mod history;
 pub mod logs;
+mod progress;
 pub mod prune;
 pub mod releases;
 pub mod rollback;
@@ -12,99 +13,78 @@ pub mod status;
 
 use std::collections::HashMap;
 
-use crate::engine::{ContainerInfo, Engine};
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::history::{History, Mark};
 use crate::output::Printer;
-use crate::release::{Release, Tag};
+use crate::release::Release;
+use crate::runtime::Runtime;
+use crate::runtime::compose::ComposeRuntime;
 use crate::settings::App;
+
+pub use progress::GoLivePrinter;
 
 /// What every command starts from.
 pub struct Ctx {
-    pub app: App,
-    pub engine: Engine,
+    pub rt: ComposeRuntime,
     pub printer: Printer,
 }
 
-/// The service's container now and the release it runs, if it runs one of ours.
-#[derive(Clone, Debug)]
-pub struct Live {
-    /// The container that serves the service's traffic: the app container the proxy sends
-    /// it to (start-first), else the service's own container.
-    pub container: ContainerInfo,
-    /// The release whose image the container runs.
-    pub release: Option<Release>,
-    /// The switch proxy, when the service's container is one.
-    pub proxy: Option<ContainerInfo>,
-}
-
-impl Live {
-    pub fn tag(&self) -> Option<&Tag> {
-        self.release.as_ref().map(|r| &r.tag)
-    }
-
-    pub fn tag_string(&self) -> Option<String> {
-        self.tag().map(Tag::to_string)
-    }
-}
-
 impl Ctx {
-    pub async fn live(&self, releases: &[Release]) -> Result<Option<Live>> {
-        let app = &self.app;
-        let service = self
-            .engine
-            .service_container(&app.project.name, &app.service)
-            .await?;
-        let (container, proxy) = match service {
-            Some(proxy) if crate::switch::is_proxy(&proxy) => {
-                // The proxy knows where traffic goes; if it cannot say (stopped), the newest
-                // running release container is the best answer.
-                let upstream = match crate::switch::proxy_upstream(&self.engine, &proxy).await {
-                    Some(name) => self.engine.container(&name).await?,
-                    None => None,
-                };
-                let upstream = match upstream {
-                    Some(c) => Some(c),
-                    None => self
-                        .engine
-                        .app_containers(&app.project.name, &app.service)
-                        .await?
-                        .into_iter()
-                        .filter(|c| c.running)
-                        .max_by_key(|c| c.started_at),
-                };
-                match upstream {
-                    Some(c) => (c, Some(proxy)),
-                    None => (proxy.clone(), Some(proxy)),
-                }
-            }
-            Some(c) => (c, None),
-            None => return Ok(None),
-        };
-        Ok(Some(Live {
-            release: live_release(&container, releases),
-            container,
-            proxy,
-        }))
+    pub fn app(&self) -> &App {
+        &self.rt.app
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.rt.engine
+    }
+
+    /// The releases and what serves now.
+    pub async fn releases_and_serving(
+        &self,
+    ) -> Result<(Vec<Release>, Option<crate::runtime::Serving>)> {
+        let releases = self.rt.releases().await?;
+        let serving = self.rt.serving(&releases).await?;
+        Ok((releases, serving))
     }
 
     pub fn history(&self) -> Result<History> {
-        History::open(&self.app.state_dir, &self.app.id())
+        History::open(&self.app().state_dir, &self.app().id())
     }
 }
 
-/// The release a container runs: the one named in its config if that tag still points at
-/// its image, else any release with its image id.
-pub fn live_release(container: &ContainerInfo, releases: &[Release]) -> Option<Release> {
-    let named = container
-        .image_ref
-        .rsplit_once(':')
-        .and_then(|(_, t)| t.parse::<Tag>().ok());
-    releases
-        .iter()
-        .find(|r| Some(&r.tag) == named.as_ref() && r.image_id == container.image_id)
-        .or_else(|| releases.iter().find(|r| r.image_id == container.image_id))
-        .cloned()
+/// How the history records a go-live: its outcome and the reason, if it failed.
+pub fn recorded(live: &crate::golive::Live) -> (crate::history::Outcome, Option<String>) {
+    use crate::golive::Live;
+    use crate::history::Outcome;
+    let Some(f) = live.failure() else {
+        return (Outcome::Succeeded, None);
+    };
+    let reason = f.reason.lines().next().map(str::to_string);
+    // Interrupted is what happened, whatever was put back (the reason says the rest).
+    let outcome = if f.interrupted {
+        Outcome::Interrupted
+    } else if matches!(live, Live::PreviousRestored { .. }) {
+        Outcome::RolledBack
+    } else {
+        Outcome::Failed
+    };
+    (outcome, reason)
+}
+
+/// The tag live after a go-live (None: nothing of ours is).
+pub fn live_tag(
+    live: &crate::golive::Live,
+    target: &crate::runtime::Target,
+    previous: Option<&str>,
+) -> Option<String> {
+    use crate::golive::Live;
+    match live {
+        Live::New { .. } | Live::FailedLeftInPlace { .. } => Some(target.tag.clone()),
+        Live::PreviousKept { .. } => previous.map(str::to_string),
+        Live::PreviousRestored { restored, .. } => Some(restored.tag.clone()),
+        Live::NothingLive { .. } | Live::Down { .. } => None,
+    }
 }
 
 /// The release a no-tag rollback goes to: the newest known-good release built before the
@@ -143,6 +123,7 @@ pub fn releases_table(
     live: Option<&Release>,
     target: Option<&Release>,
     marks: &HashMap<String, Mark>,
+    standby: Option<&(String, crate::settings::Standby)>,
     limit: usize,
     usage: Option<&crate::engine::disk::DiskUsage>,
 ) -> String {
@@ -157,6 +138,14 @@ pub fn releases_table(
             }
             if target.is_some_and(|t| t.tag == r.tag) {
                 m.push("previous");
+            }
+            if let Some((t, mode)) = standby
+                && *t == tag
+            {
+                m.push(match mode {
+                    crate::settings::Standby::Hot => "standby(hot)",
+                    _ => "standby(cold)",
+                });
             }
             match marks.get(&tag) {
                 Some(Mark::KnownGood) => m.push("known-good"),

@@ -8,19 +8,19 @@
 //! Removing a release removes its tag; the engine frees the image once no tag and no
 //! container refers to it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{JsonArg, PruneArgs};
+use crate::cli::PruneArgs;
 use crate::commands::{Ctx, plural, rollback_target};
 use crate::engine::disk::DiskUsage;
 use crate::error::{Result, exit};
 use crate::history::{History, Outcome};
-use crate::lock::Lock;
 use crate::output::human_size;
 use crate::release::Release;
+use crate::runtime::Runtime;
 
 /// What happens to one release, and why.
 #[derive(Clone, Debug, Serialize)]
@@ -42,34 +42,61 @@ pub struct Rules {
     pub older_than: Option<Duration>,
 }
 
-/// Decide, for every release, whether the rules let it go.
+/// What the plan protects, besides the rules: by image id.
+#[derive(Clone, Debug, Default)]
+pub struct Protected {
+    pub live: Option<Release>,
+    pub rollback_target: Option<Release>,
+    /// The image `<repository>:latest` names.
+    pub latest: Option<String>,
+    /// Images any container uses, running or not.
+    pub in_use: HashSet<String>,
+}
+
+/// Decide, for every release, whether the rules let it go (gathers the facts, then
+/// [`decide`]).
 pub async fn plan(ctx: &Ctx, rules: Rules) -> Result<(Vec<Decision>, DiskUsage)> {
-    let app = &ctx.app;
-    let releases = ctx.engine.releases(&app.repository).await?;
-    let live = ctx.live(&releases).await?;
-    let live_release = live.as_ref().and_then(|l| l.release.clone());
+    let app = ctx.app();
+    let (releases, serving) = ctx.releases_and_serving().await?;
+    let live = serving.and_then(|l| l.release);
     let marks = ctx.history()?.marks()?;
-    let target = rollback_target(&releases, live_release.as_ref(), &marks).map(|(r, _)| r.clone());
-    let latest = ctx.engine.image_id(&app.image_ref("latest")).await?;
-    let in_use: HashSet<String> = ctx
-        .engine
-        .all_containers()
-        .await?
-        .into_iter()
-        .filter_map(|c| c.image_id)
-        .collect();
-    let usage = ctx.engine.disk_usage().await?;
-    let now = jiff::Timestamp::now();
-    let decisions = releases
+    let rollback_target = rollback_target(&releases, live.as_ref(), &marks).map(|(r, _)| r.clone());
+    let protected = Protected {
+        live,
+        rollback_target,
+        latest: ctx.engine().image_id(&app.image_ref("latest")).await?,
+        in_use: ctx
+            .engine()
+            .all_containers()
+            .await?
+            .into_iter()
+            .filter_map(|c| c.image_id)
+            .collect(),
+    };
+    let usage = ctx.engine().disk_usage().await?;
+    let decisions = decide(&releases, &protected, rules, &usage, jiff::Timestamp::now());
+    Ok((decisions, usage))
+}
+
+/// The prune plan, as a pure function of the releases (newest first), what is protected,
+/// the rules and the time: a release goes only when no protection and no rule keeps it.
+pub fn decide(
+    releases: &[Release],
+    protected: &Protected,
+    rules: Rules,
+    usage: &DiskUsage,
+    now: jiff::Timestamp,
+) -> Vec<Decision> {
+    releases
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let protected = protection(
+            let kept_for = protection(
                 r,
-                live_release.as_ref(),
-                target.as_ref(),
-                latest.as_deref(),
-                &in_use,
+                protected.live.as_ref(),
+                protected.rollback_target.as_ref(),
+                protected.latest.as_deref(),
+                &protected.in_use,
             );
             let age = now.duration_since(r.created);
             let young = rules.older_than.and_then(|min| {
@@ -80,7 +107,7 @@ pub async fn plan(ctx: &Ctx, rules: Rules) -> Result<(Vec<Decision>, DiskUsage)>
                     )
                 })
             });
-            let reason = protected.map(str::to_string).or_else(|| {
+            let reason = kept_for.map(str::to_string).or_else(|| {
                 (i < rules.keep)
                     .then(|| format!("one of the {} newest (--keep)", rules.keep))
                     .or(young)
@@ -97,8 +124,7 @@ pub async fn plan(ctx: &Ctx, rules: Rules) -> Result<(Vec<Decision>, DiskUsage)>
                     .map_or(r.size_bytes, |u| u.unique()),
             }
         })
-        .collect();
-    Ok((decisions, usage))
+        .collect()
 }
 
 /// Why a release is kept whatever the rules say.
@@ -166,7 +192,7 @@ struct Failure {
 }
 
 pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Result<u8> {
-    let app = &ctx.app;
+    let app = ctx.app();
     let p = &ctx.printer;
     let rules = Rules {
         keep: args.keep.unwrap_or(app.retention.keep),
@@ -176,12 +202,7 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Re
     let _lock = if args.dry_run {
         None
     } else {
-        Some(Lock::acquire(
-            &app.state_dir,
-            &app.id(),
-            "prune",
-            wait_lock,
-        )?)
+        Some(ctx.rt.lock("prune", wait_lock)?)
     };
     let history = ctx.history()?;
     let event = if args.dry_run {
@@ -246,11 +267,11 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Re
 }
 
 async fn prune(ctx: &Ctx, rules: Rules, dry_run: bool, dangling: bool) -> Result<Report> {
-    let app = &ctx.app;
+    let app = ctx.app();
     let (decisions, before) = plan(ctx, rules).await?;
     let estimated_bytes = estimate(&decisions, &before);
     let leftovers = if dangling {
-        ctx.engine.dangling_images(&app.id()).await?
+        ctx.engine().dangling_images(&app.id()).await?
     } else {
         vec![]
     };
@@ -266,7 +287,7 @@ async fn prune(ctx: &Ctx, rules: Rules, dry_run: bool, dangling: bool) -> Result
     if !dry_run {
         // One refusal does not stop the rest; what could not go is kept and said.
         for d in decisions.iter_mut().filter(|d| d.remove) {
-            if let Err(e) = ctx.engine.untag(&app.image_ref(&d.tag)).await {
+            if let Err(e) = ctx.rt.remove_release(&d.tag).await {
                 d.remove = false;
                 d.reason = "the engine refused to remove it".into();
                 failed.push(Failure {
@@ -277,13 +298,13 @@ async fn prune(ctx: &Ctx, rules: Rules, dry_run: bool, dangling: bool) -> Result
         }
         let mut removed_ids = vec![];
         for id in &dangling_ids {
-            match ctx.engine.remove_image(id).await {
+            match ctx.engine().remove_image(id).await {
                 Ok(()) => removed_ids.push(id.clone()),
                 Err(e) => ctx.printer.warn(&format!("kept a dangling image: {e}")),
             }
         }
         dangling_ids = removed_ids;
-        let after = ctx.engine.disk_usage().await?;
+        let after = ctx.engine().disk_usage().await?;
         freed = Some((before.layers_size - after.layers_size).max(0));
     }
     let (removed, kept): (Vec<Decision>, Vec<Decision>) =
@@ -311,7 +332,7 @@ fn print_report(ctx: &Ctx, r: &Report) {
         ),
         None => format!("keep the {} newest", r.keep),
     };
-    p.info(&format!("Retention for {}: {rules}", ctx.app.repository));
+    p.info(&format!("Retention for {}: {rules}", ctx.app().repository));
     let mut rows: Vec<Vec<String>> = vec![];
     for d in &r.kept {
         rows.push(vec!["keep".into(), d.tag.clone(), d.reason.clone()]);
@@ -326,7 +347,7 @@ fn print_report(ctx: &Ctx, r: &Report) {
     for id in &r.dangling {
         rows.push(vec![
             if r.dry_run { "would remove" } else { "removed" }.into(),
-            format!("dangling {}", crate::commands::golive::short_id(id)),
+            format!("dangling {}", crate::output::short_id(id)),
             "untagged build leftover".into(),
         ]);
     }
@@ -354,8 +375,8 @@ fn print_report(ctx: &Ctx, r: &Report) {
 /// lock already. A failure here is reported, not fatal: the deploy itself succeeded.
 pub async fn auto(ctx: &Ctx, history: &History) {
     let rules = Rules {
-        keep: ctx.app.retention.keep,
-        older_than: ctx.app.retention.older_than,
+        keep: ctx.app().retention.keep,
+        older_than: ctx.app().retention.older_than,
     };
     let event = history.begin("prune", None, None).ok();
     match prune(ctx, rules, false, false).await {
@@ -397,95 +418,115 @@ pub async fn auto(ctx: &Ctx, history: &History) {
     }
 }
 
-#[derive(Serialize)]
-struct Df {
-    repository: String,
-    releases: usize,
-    /// Distinct images of the app's releases.
-    images: usize,
-    /// Their sizes added up as if nothing were shared.
-    total_bytes: i64,
-    /// The part of that in layers other images use too (counted once per image).
-    shared_bytes: i64,
-    /// Layers only the app's release images have: what removing all of them would free.
-    unique_bytes: i64,
-    /// What `dockmaster prune` with the configured retention would free.
-    reclaimable_bytes: i64,
-    reclaimable_releases: usize,
-    dangling_images: usize,
-    dangling_bytes: i64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::Tag;
 
-pub async fn df(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
-    let app = &ctx.app;
-    let rules = Rules {
-        keep: app.retention.keep,
-        older_than: app.retention.older_than,
-    };
-    let (decisions, usage) = plan(ctx, rules).await?;
-    let mut ids = HashSet::new();
-    let mut per_image: HashMap<String, (i64, i64)> = HashMap::new();
-    for d in &decisions {
-        if ids.insert(d.image_id.clone()) {
-            let u = usage.images.get(&d.image_id).copied().unwrap_or_default();
-            per_image.insert(d.image_id.clone(), (u.size, u.shared.max(0)));
+    fn release(n: usize, days_ago: i64, now: jiff::Timestamp) -> Release {
+        Release {
+            tag: format!("2026.01.{:02}-{:07x}", (n % 28) + 1, n)
+                .parse::<Tag>()
+                .unwrap(),
+            commit: format!("{n:040x}"),
+            subject: None,
+            created: now - jiff::SignedDuration::from_hours(24 * days_ago),
+            image_id: format!("sha256:{n:064x}"),
+            size_bytes: 1000,
         }
     }
-    let dangling = ctx.engine.dangling_images(&app.id()).await?;
-    let report = Df {
-        repository: app.repository.clone(),
-        releases: decisions.len(),
-        images: per_image.len(),
-        total_bytes: per_image.values().map(|(s, _)| s).sum(),
-        shared_bytes: per_image.values().map(|(_, sh)| sh).sum(),
-        unique_bytes: per_image.values().map(|(s, sh)| (s - sh).max(0)).sum(),
-        reclaimable_bytes: estimate(&decisions, &usage),
-        reclaimable_releases: decisions.iter().filter(|d| d.remove).count(),
-        dangling_images: dangling.len(),
-        dangling_bytes: dangling
-            .iter()
-            .map(|i| usage.images.get(&i.id).map_or(i.size, |u| u.unique()))
-            .sum(),
-    };
-    if args.json {
-        ctx.printer.json(&report);
-        return Ok(exit::OK);
+
+    /// Ten releases, one a day, newest first.
+    fn ten(now: jiff::Timestamp) -> Vec<Release> {
+        (0..10).map(|n| release(n, n as i64, now)).collect()
     }
-    let lines = [
-        format!(
-            "releases:     {} of {} ({})",
-            report.releases,
-            report.repository,
-            plural(report.images, "image", "images")
-        ),
-        format!(
-            "total:        {} if nothing were shared",
-            human_size(report.total_bytes)
-        ),
-        format!(
-            "unique:       {} only these images use (removing all of them frees this)",
-            human_size(report.unique_bytes)
-        ),
-        format!(
-            "shared:       {} in layers other images use too",
-            human_size(report.shared_bytes)
-        ),
-        format!(
-            "reclaimable:  {} by the retention policy (keep {}{}): {}",
-            human_size(report.reclaimable_bytes),
-            rules.keep,
-            rules
-                .older_than
-                .map(|d| format!(", older than {}", humantime::format_duration(d)))
-                .unwrap_or_default(),
-            plural(report.reclaimable_releases, "release", "releases")
-        ),
-        format!(
-            "dangling:     {} of this app's builds, {} (`dockmaster prune --dangling`)",
-            plural(report.dangling_images, "image", "images"),
-            human_size(report.dangling_bytes)
-        ),
-    ];
-    ctx.printer.out(&lines.join("\n"));
-    Ok(exit::OK)
+
+    fn removed(d: &[Decision]) -> Vec<String> {
+        d.iter()
+            .filter(|d| d.remove)
+            .map(|d| d.tag.clone())
+            .collect()
+    }
+
+    #[test]
+    fn keep_n_newest_removes_the_rest() {
+        let now = jiff::Timestamp::now();
+        let rs = ten(now);
+        let d = decide(
+            &rs,
+            &Protected::default(),
+            Rules {
+                keep: 3,
+                older_than: None,
+            },
+            &DiskUsage::default(),
+            now,
+        );
+        assert_eq!(
+            removed(&d),
+            rs[3..]
+                .iter()
+                .map(|r| r.tag.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert!(d[0].reason.contains("one of the 3 newest"));
+    }
+
+    #[test]
+    fn older_than_and_keep_both_must_let_a_release_go() {
+        let now = jiff::Timestamp::now();
+        let rs = ten(now);
+        let d = decide(
+            &rs,
+            &Protected::default(),
+            Rules {
+                keep: 2,
+                older_than: Some(Duration::from_secs(5 * 86400 + 60)),
+            },
+            &DiskUsage::default(),
+            now,
+        );
+        // Days 0–1 kept by --keep, days 2–5 by --older-than (5 days and a minute).
+        assert_eq!(
+            removed(&d),
+            rs[6..]
+                .iter()
+                .map(|r| r.tag.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert!(d[3].reason.contains("--older-than"), "{}", d[3].reason);
+    }
+
+    #[test]
+    fn protections_win_over_every_rule_by_image_id() {
+        let now = jiff::Timestamp::now();
+        let rs = ten(now);
+        let protected = Protected {
+            live: Some(rs[9].clone()),
+            rollback_target: Some(rs[8].clone()),
+            latest: Some(rs[7].image_id.clone()),
+            in_use: HashSet::from([rs[6].image_id.clone()]),
+        };
+        let d = decide(
+            &rs,
+            &protected,
+            Rules {
+                keep: 0,
+                older_than: None,
+            },
+            &DiskUsage::default(),
+            now,
+        );
+        let reasons: Vec<&str> = d[6..].iter().map(|d| d.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "a container uses it",
+                "`latest` names it",
+                "rollback target",
+                "live"
+            ]
+        );
+        assert_eq!(removed(&d).len(), 6);
+    }
 }

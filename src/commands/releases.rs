@@ -6,6 +6,7 @@ use crate::cli::ReleasesArgs;
 use crate::commands::{Ctx, releases_table, rollback_target};
 use crate::error::{Result, exit};
 use crate::history::Mark;
+use crate::runtime::Runtime;
 
 #[derive(Serialize)]
 struct Row {
@@ -24,16 +25,24 @@ struct Row {
     previous: bool,
     known_good: bool,
     failed: bool,
+    /// `"hot"` or `"cold"` for the release kept beside the live one after a start-first
+    /// switch, else null.
+    standby: Option<crate::settings::Standby>,
 }
 
 pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
-    let releases = ctx.engine.releases(&ctx.app.repository).await?;
-    let live = ctx.live(&releases).await?;
+    let releases = ctx.rt.releases().await?;
+    let live = ctx.rt.serving(&releases).await?;
     let live_release = live.as_ref().and_then(|l| l.release.clone());
     let marks = ctx.history()?.marks()?;
     let target = rollback_target(&releases, live_release.as_ref(), &marks).map(|(r, _)| r.clone());
-    let wait = sizes_wait()?;
-    let usage = ctx.engine.disk_usage_within(wait).await?;
+    let standby = ctx
+        .rt
+        .standby(live.as_ref())
+        .await?
+        .and_then(|s| s.tag.map(|t| (t, s.mode)));
+    let wait = ctx.app().env.sizes_wait;
+    let usage = ctx.engine().disk_usage_within(wait).await?;
     let of =
         |r: &crate::release::Release| -> Option<crate::engine::disk::ImageUsage> {
             let usage = usage.as_ref()?;
@@ -56,6 +65,7 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
                     previous: target.as_ref().is_some_and(|t| t.tag == r.tag),
                     known_good: marks.get(&tag) == Some(&Mark::KnownGood),
                     failed: marks.get(&tag) == Some(&Mark::Failed),
+                    standby: standby.as_ref().filter(|(t, _)| *t == tag).map(|(_, m)| *m),
                     commit: r.commit.clone(),
                     subject: r.subject.clone(),
                     created: r.created.to_string(),
@@ -73,7 +83,7 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
     if releases.is_empty() {
         ctx.printer.warn(&format!(
             "{} has no releases yet; `dockmaster deploy` builds the first",
-            ctx.app.repository
+            ctx.app().repository
         ));
         return Ok(exit::OK);
     }
@@ -82,6 +92,7 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
         live_release.as_ref(),
         target.as_ref(),
         &marks,
+        standby.as_ref(),
         usize::MAX,
         usage.as_ref(),
     );
@@ -97,17 +108,17 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
     if usage.is_some() {
         ctx.printer.text(&format!(
             "{n} of {}: {} in layers only one image holds (UNIQUE: what removing that release alone frees), {} if nothing were shared\n",
-            ctx.app.repository,
+            ctx.app().repository,
             crate::output::human_size(unique),
             crate::output::human_size(total)
         ));
     } else {
         ctx.printer.text(&format!(
             "{n} of {}: {} if nothing were shared\n",
-            ctx.app.repository,
+            ctx.app().repository,
             crate::output::human_size(total)
         ));
-        let why = if ctx.engine.disk_count_walks_volumes() {
+        let why = if ctx.engine().disk_count_walks_volumes() {
             " (engines before Docker 23.0 count every file of every volume for it)"
         } else {
             ""
@@ -118,18 +129,4 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
         ));
     }
     Ok(exit::OK)
-}
-
-/// How long `releases` waits for the engine's disk-usage count before listing without
-/// unique sizes: `DOCKMASTER_SIZES_WAIT` (e.g. `500ms`, `10s`), else 2 s.
-fn sizes_wait() -> Result<std::time::Duration> {
-    match std::env::var("DOCKMASTER_SIZES_WAIT") {
-        Ok(v) => humantime::parse_duration(v.trim()).map_err(|e| {
-            crate::error::Error::bad_input(format!(
-                "DOCKMASTER_SIZES_WAIT={v:?} is not a duration: {e}"
-            ))
-            .hint("write it as e.g. 500ms, 2s or 1m")
-        }),
-        Err(_) => Ok(std::time::Duration::from_secs(2)),
-    }
 }

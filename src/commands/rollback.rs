@@ -1,4 +1,5 @@
-//! `dockmaster rollback [TAG]`: the guide's five steps.
+//! `dockmaster rollback [TAG]`: the guide's five steps. This module picks the release and
+//! asks before re-deploying the live one; `golive` puts it live; the outcome is recorded once.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Instant;
@@ -6,15 +7,22 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::cli::RollbackArgs;
-use crate::commands::golive::{self, Outcome, Steps, Target, short_id};
-use crate::commands::{Ctx, rollback_target};
-use crate::compose;
+use crate::commands::progress::Steps;
+use crate::commands::{Ctx, GoLivePrinter, rollback_target};
 use crate::error::{Error, Result, exit};
-use crate::history::{Mark, Outcome as Recorded};
-use crate::lock::Lock;
+use crate::golive::{self, Live, Plan};
+use crate::history::Mark;
+use crate::output::short_id;
 use crate::release::Tag;
+use crate::runtime::{Runtime, Target};
 
 const TOTAL: usize = 5;
+const STEPS: Steps = Steps {
+    start: 3,
+    gate: 4,
+    switch: 5,
+    total: TOTAL,
+};
 
 #[derive(Serialize)]
 struct Report {
@@ -34,23 +42,17 @@ pub async fn run(
     wait_lock: Option<std::time::Duration>,
 ) -> Result<u8> {
     let started = Instant::now();
-    let app = &ctx.app;
+    let app = ctx.app();
     let p = &ctx.printer;
-    let timeout = args.timeout.unwrap_or(app.health.timeout);
 
     // The tag's form is checked before anything else: a typo must not even take the lock.
     let wanted: Option<Tag> = args.tag.as_deref().map(str::parse).transpose()?;
 
-    let _lock = Lock::acquire(&app.state_dir, &app.id(), "rollback", wait_lock)?;
-    tracing::debug!("rollback: locked");
+    let _lock = ctx.rt.lock("rollback", wait_lock)?;
     let history = ctx.history()?;
     history.close_abandoned()?;
-    // Compose is found in the background (a process or two), awaited where needed.
-    let compose = compose::Detected::start();
-    let releases = ctx.engine.releases(&app.repository).await?;
-    let live = ctx.live(&releases).await?;
-    tracing::debug!("rollback: live found");
-    let live_release = live.as_ref().and_then(|l| l.release.clone());
+    let (releases, serving) = ctx.releases_and_serving().await?;
+    let live_release = serving.as_ref().and_then(|l| l.release.clone());
     let marks = history.marks()?;
 
     let (target, why) = match &wanted {
@@ -95,171 +97,159 @@ pub async fn run(
             }
         },
     };
-    let target_tag = target.tag.to_string();
+    let target = Target::of(&target);
 
     p.banner(&format!(
-        "dockmaster rollback: {} (service `{}`)\n\nTarget tag: {target_tag} ({why})",
-        app.repository, app.service
+        "dockmaster rollback: {} (service `{}`)\n\nTarget tag: {} ({why})",
+        app.repository, app.service, target.tag
     ));
     p.step(
         1,
         TOTAL,
-        &format!("Verifying image {} exists", app.image_ref(&target_tag)),
+        &format!("Verifying image {} exists", app.image_ref(&target.tag)),
     );
     p.ok(&format!("Image exists ({})", short_id(&target.image_id)));
 
     p.step(2, TOTAL, "Checking the current deployment");
-    let current = live
+    let current = serving
         .as_ref()
         .map(|l| format!("{} ({})", l.container.image_ref, l.container.state))
         .unwrap_or_else(|| "no container".into());
     p.info(&format!("Current image: {current}"));
-    p.info(&format!("Target image:  {}", app.image_ref(&target_tag)));
-    let same = live
+    p.info(&format!("Target image:  {}", app.image_ref(&target.tag)));
+    let same = serving
         .as_ref()
         .is_some_and(|l| l.container.image_id == target.image_id && l.container.running);
     if same && !args.yes {
-        p.info(&format!("{target_tag} is already live."));
-        if !confirm(&format!("Re-deploy {target_tag} anyway? [y/N] ")) {
+        p.info(&format!("{} is already live.", target.tag));
+        if !confirm(&format!("Re-deploy {} anyway? [y/N] ", target.tag)) {
             return Err(Error::bad_input(format!(
-                "{target_tag} is already live; not re-deploying it without a yes"
+                "{} is already live; not re-deploying it without a yes",
+                target.tag
             ))
             .hint("pass -y/--yes to re-deploy it (e.g. to restart it cleanly)"));
         }
     }
 
-    let previous_tag = live_release.as_ref().map(|r| r.tag.to_string());
-    let event = history.begin("rollback", previous_tag.as_deref(), Some(&target_tag))?;
-    let steps = Steps {
-        switch: 3,
-        gate: 4,
-        verify: 5,
-        total: TOTAL,
-    };
-    let t = Target {
-        tag: target_tag.clone(),
-        image_id: target.image_id.clone(),
-    };
+    let previous = live_release.as_ref().map(Target::of);
+    let previous_tag = previous.as_ref().map(|t| t.tag.clone());
+    let rec = history.record("rollback", previous_tag.as_deref(), Some(&target.tag))?;
+    let gone_live = async {
+        let plan = Plan {
+            choice: ctx.rt.choose(&target, args.strategy).await?,
+            target: target.clone(),
+            // Putting back a release that is the target itself would undo nothing.
+            previous: previous.clone().filter(|p| p.image_id != target.image_id),
+            serving: serving.as_ref().map(|s| s.container.name.clone()),
+            standby: app.standby,
+            timeout: args.timeout.unwrap_or(app.health.timeout),
+            drain: app.drain_timeout,
+            keep_failed: false,
+        };
+        let sink = GoLivePrinter {
+            printer: p,
+            app,
+            steps: STEPS,
+        };
+        golive::go_live(&ctx.rt, &plan, &sink).await
+    }
+    .await;
     let mut report = Report {
         outcome: "failed",
         service: app.service.clone(),
         repository: app.repository.clone(),
-        tag: target_tag.clone(),
+        tag: target.tag.clone(),
         previous: previous_tag.clone(),
         live: None,
         duration_ms: 0,
         reason: None,
     };
-    let choice = match crate::switch::choose(app, &ctx.engine, &t.image_id, args.strategy).await {
-        Ok(c) => c,
+    let live = match gone_live {
+        Ok(live) => live,
         Err(e) => {
-            history.end(event, Recorded::Failed, Some(&e.to_string()))?;
+            rec.end_with_error(&e)?;
+            report.reason = e.to_string().lines().next().map(str::to_string);
+            report.duration_ms = started.elapsed().as_millis();
+            if args.json {
+                p.json(&report);
+            }
             return Err(e);
         }
     };
-    let how = golive::How {
-        choice: &choice,
-        interruptible: true,
-        keep_failed: false,
-    };
-    match golive::go_live(ctx, &compose, &t, timeout, &steps, &how).await? {
-        Outcome::Healthy { .. } => {
-            history.mark(&target_tag, Mark::KnownGood)?;
-            history.end(event, Recorded::Succeeded, None)?;
-            p.blank();
-            p.banner("ROLLBACK COMPLETE");
-            p.info(&format!(
-                "Previous image: {}",
-                live.as_ref()
-                    .map_or("none", |l| l.container.image_ref.as_str())
-            ));
-            p.info(&format!("Current image:  {}", app.image_ref(&target_tag)));
-            p.ok(&format!("Rolled back to {target_tag}"));
-            report.outcome = "succeeded";
-            report.live = Some(target_tag.clone());
-            report.duration_ms = started.elapsed().as_millis();
-            if args.json {
-                p.json(&report);
-            } else {
-                p.out(&format!("DEPLOYED_{}={target_tag}", app.deployed_var));
-            }
-            Ok(exit::OK)
-        }
-        Outcome::Unhealthy {
-            reason,
-            container,
-            interrupted,
-            previous_serving,
-            ..
-        } => {
-            if let Some(c) = &container {
-                golive::show_logs(ctx, c, 50).await;
-            }
-            if !interrupted {
-                history.mark(&target_tag, Mark::Failed)?;
-            }
-            let (outcome, state) = match live_release
-                .as_ref()
-                .filter(|r| r.image_id != target.image_id)
-            {
-                Some(prev) if previous_serving => {
-                    report.live = Some(prev.tag.to_string());
-                    (
-                        Recorded::Failed,
-                        format!(
-                            "{} kept serving throughout and is still live (start-first: {target_tag} never took traffic)",
-                            app.image_ref(&prev.tag.to_string())
-                        ),
-                    )
-                }
-                Some(prev) => {
-                    let prev = Target {
-                        tag: prev.tag.to_string(),
-                        image_id: prev.image_id.clone(),
-                    };
-                    let (ok, state) = golive::restore(ctx, &compose, &prev, timeout).await?;
-                    report.live = ok.then(|| prev.tag.clone());
-                    (
-                        if ok {
-                            Recorded::RolledBack
-                        } else {
-                            Recorded::Failed
-                        },
-                        state,
-                    )
-                }
-                None => (
-                    Recorded::Failed,
-                    "there was no other release live before to put back".to_string(),
-                ),
-            };
-            history.end(
-                event,
-                if interrupted {
-                    Recorded::Interrupted
-                } else {
-                    outcome
-                },
-                Some(reason.lines().next().unwrap_or_default()),
-            )?;
-            report.reason = Some(reason.clone());
-            report.outcome = if report.live.is_some() && !previous_serving {
-                "rolled-back"
-            } else {
-                "failed"
-            };
-            report.duration_ms = started.elapsed().as_millis();
-            if args.json {
-                p.json(&report);
-            }
-            Err(Error::failed(format!(
-                "rollback to {} {}: {reason}\n{state}",
-                app.image_ref(&target_tag),
-                if interrupted { "was interrupted" } else { "failed" }
-            ))
-            .hint("`dockmaster status` shows what runs now; `dockmaster releases` lists the other kept releases"))
-        }
+    let (outcome, reason) = super::recorded(&live);
+    if matches!(live, Live::New { .. }) {
+        history.mark(&target.tag, Mark::KnownGood)?;
+    } else if live.failure().is_some_and(|f| !f.interrupted) {
+        history.mark(&target.tag, Mark::Failed)?;
     }
+    rec.end(outcome, reason.as_deref())?;
+    report.live = super::live_tag(&live, &target, previous_tag.as_deref());
+    report.reason = reason;
+    report.outcome = match live {
+        Live::New { .. } => "succeeded",
+        Live::PreviousRestored { .. } => "rolled-back",
+        _ => "failed",
+    };
+    report.duration_ms = started.elapsed().as_millis();
+
+    if let Live::New { .. } = live {
+        p.blank();
+        p.banner("ROLLBACK COMPLETE");
+        p.info(&format!(
+            "Previous image: {}",
+            serving
+                .as_ref()
+                .map_or("none", |l| l.container.image_ref.as_str())
+        ));
+        p.info(&format!("Current image:  {}", app.image_ref(&target.tag)));
+        p.ok(&format!("Rolled back to {}", target.tag));
+        if args.json {
+            p.json(&report);
+        } else {
+            p.out(&format!("DEPLOYED_{}={}", app.deployed_var, target.tag));
+        }
+        return Ok(exit::OK);
+    }
+    if args.json {
+        p.json(&report);
+    }
+    let f = live.failure().cloned();
+    let (reason, interrupted) = f.map_or((String::new(), false), |f| (f.reason, f.interrupted));
+    let state = match &live {
+        Live::PreviousKept { .. } => match &previous_tag {
+            Some(t) => format!(
+                "{} kept serving throughout and is still live (start-first: {} never took traffic)",
+                app.image_ref(t),
+                target.tag
+            ),
+            None => format!("{} never took traffic", target.tag),
+        },
+        Live::PreviousRestored { restored, .. } => {
+            format!("{} is live again and healthy", app.image_ref(&restored.tag))
+        }
+        Live::Down {
+            restore_failure, ..
+        } => match &previous_tag {
+            Some(t)
+                if previous
+                    .as_ref()
+                    .is_some_and(|p| p.image_id != target.image_id) =>
+            {
+                format!(
+                    "putting {} back failed too ({restore_failure}); the service is DOWN or unhealthy",
+                    app.image_ref(t)
+                )
+            }
+            _ => format!("{restore_failure}; the service is DOWN or unhealthy"),
+        },
+        _ => "there was no other release live before to put back".to_string(),
+    };
+    Err(Error::failed(format!(
+        "rollback to {} {}: {reason}\n{state}",
+        app.image_ref(&target.tag),
+        if interrupted { "was interrupted" } else { "failed" }
+    ))
+    .hint("`dockmaster status` shows what runs now; `dockmaster releases` lists the other kept releases"))
 }
 
 /// Ask on the terminal. Without one (cron, CI, ssh without -t) the answer is no.

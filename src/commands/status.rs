@@ -4,11 +4,12 @@
 use serde::Serialize;
 
 use crate::cli::JsonArg;
-use crate::commands::golive::short_id;
 use crate::commands::{Ctx, rollback_target};
 use crate::error::{Result, exit};
 use crate::history::Event;
+use crate::output::short_id;
 use crate::output::{human_duration, human_size};
+use crate::runtime::Runtime;
 
 #[derive(Serialize)]
 struct Report {
@@ -27,9 +28,21 @@ struct Report {
     /// Whether `<repository>:latest` names the live image (None: no latest tag).
     latest_matches: Option<bool>,
     rollback_target: Option<String>,
+    /// The release kept beside the live one after a start-first switch.
+    standby: Option<StandbyReport>,
     releases: usize,
     disk_bytes: i64,
     last_event: Option<Event>,
+}
+
+#[derive(Serialize)]
+struct StandbyReport {
+    tag: Option<String>,
+    /// `hot` (running, drained: a rollback to it is a probe and a switch) or `cold`.
+    mode: crate::settings::Standby,
+    container: String,
+    /// What a hot standby costs in memory now (one-shot engine stats); null when cold.
+    memory_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -54,16 +67,16 @@ struct ContainerReport {
 }
 
 pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
-    let app = &ctx.app;
+    let app = ctx.app();
     let p = &ctx.printer;
-    let releases = ctx.engine.releases(&app.repository).await?;
-    let live = ctx.live(&releases).await?;
+    let releases = ctx.rt.releases().await?;
+    let live = ctx.rt.serving(&releases).await?;
     let history = ctx.history()?;
     let marks = history.marks()?;
     let events = history.events(Some(1))?;
     let recorded = history.last_put_live()?;
     let live_tag = live.as_ref().and_then(|l| l.tag_string());
-    let latest_id = ctx.engine.image_id(&app.image_ref("latest")).await?;
+    let latest_id = ctx.engine().image_id(&app.image_ref("latest")).await?;
     let target = rollback_target(
         &releases,
         live.as_ref().and_then(|l| l.release.as_ref()),
@@ -77,6 +90,23 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
         .filter(|r| seen.insert(r.image_id.clone()))
         .map(|r| r.size_bytes)
         .sum();
+    let standby = match ctx.rt.standby(live.as_ref()).await? {
+        Some(s) => Some(StandbyReport {
+            memory_bytes: if s.mode == crate::settings::Standby::Hot {
+                ctx.engine()
+                    .memory_usage(&s.container.id)
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            },
+            tag: s.tag,
+            mode: s.mode,
+            container: s.container.name,
+        }),
+        None => None,
+    };
     let now = jiff::Timestamp::now();
     let report = Report {
         service: app.service.clone(),
@@ -113,6 +143,7 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
             .as_ref()
             .map(|id| live.as_ref().is_some_and(|l| &l.container.image_id == id)),
         rollback_target: target.clone(),
+        standby,
         releases: releases.len(),
         disk_bytes: disk,
         last_event: events.into_iter().next(),
@@ -183,6 +214,23 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
         "rollback to:    {}",
         target.unwrap_or_else(|| "none (no older release that is not failed)".into())
     ));
+    if let Some(sb) = &report.standby {
+        lines.push(format!(
+            "standby:        {} ({}), {}",
+            sb.tag.as_deref().unwrap_or("?"),
+            sb.container,
+            match (sb.mode, sb.memory_bytes) {
+                (crate::settings::Standby::Hot, Some(m)) => format!(
+                    "hot: running, drained, using {} of memory (a rollback to it is a probe and a switch)",
+                    crate::output::human_size(m as i64)
+                ),
+                (crate::settings::Standby::Hot, None) => {
+                    "hot: running, drained (a rollback to it is a probe and a switch)".into()
+                }
+                _ => "cold: stopped (a rollback to it starts it and gates it)".into(),
+            }
+        ));
+    }
     lines.push(format!(
         "releases:       {} kept, {} on disk",
         releases.len(),

@@ -10,7 +10,16 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::error::{Error, Result};
-use crate::output::Printer;
+
+/// What a build reports while it runs; the caller's printer words it (the engine never
+/// prints).
+#[derive(Debug)]
+pub enum BuildEvent<'a> {
+    /// A line of the builder's output.
+    Line(&'a str),
+    /// The legacy builder lost a cached parent image to a removal elsewhere; building again.
+    Retrying,
+}
 
 pub struct BuildRequest {
     pub image: String,
@@ -19,6 +28,9 @@ pub struct BuildRequest {
     pub target: Option<String>,
     pub args: Vec<(String, String)>,
     pub labels: Vec<(String, String)>,
+    /// BuildKit or the legacy builder, when the user's environment forces one
+    /// (`DOCKER_BUILDKIT=1/0`); otherwise the CLI's own choice (no buildx: legacy).
+    pub buildkit: Option<bool>,
 }
 
 /// How many lines of a failed build to show again at the end.
@@ -31,9 +43,9 @@ const TAIL: usize = 25;
 /// `--label` into a build step of its own, about a second each. There the Dockerfile is
 /// built with only the app's label (so a leftover is still recognisably this app's), and
 /// the release's labels are added in one `LABEL` step on top.
-pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
-    if !legacy_builder().await || req.labels.len() < 3 {
-        return run_build_retrying(req, printer, &req.labels, Some(&req.image), None).await;
+pub async fn build(req: &BuildRequest, on: &mut dyn FnMut(BuildEvent<'_>)) -> Result<()> {
+    if !legacy_builder(req.buildkit).await || req.labels.len() < 3 {
+        return run_build_retrying(req, on, &req.labels, Some(&req.image), None).await;
     }
     let iid = std::env::temp_dir().join(format!("dockmaster-build-{}.iid", std::process::id()));
     let first: Vec<(String, String)> = req
@@ -42,7 +54,7 @@ pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
         .filter(|(k, _)| k == crate::release::LABEL_APP)
         .cloned()
         .collect();
-    run_build_retrying(req, printer, &first, None, Some(&iid)).await?;
+    run_build_retrying(req, on, &first, None, Some(&iid)).await?;
     let base = std::fs::read_to_string(&iid)
         .map_err(|e| Error::failed(format!("the build left no image id ({e})")))?;
     let _ = std::fs::remove_file(&iid);
@@ -97,12 +109,9 @@ fn quote(s: &str) -> String {
 
 /// Is `docker build` the legacy builder? It is when BuildKit is turned off, or when the
 /// CLI has no buildx (newer CLIs then fall back to the legacy builder).
-async fn legacy_builder() -> bool {
-    if std::env::var("DOCKER_BUILDKIT").is_ok_and(|v| v == "0") {
-        return true;
-    }
-    if std::env::var("DOCKER_BUILDKIT").is_ok_and(|v| v == "1") {
-        return false;
+async fn legacy_builder(buildkit: Option<bool>) -> bool {
+    if let Some(buildkit) = buildkit {
+        return !buildkit;
     }
     !tokio::process::Command::new("docker")
         .args(["buildx", "version"])
@@ -120,17 +129,16 @@ async fn legacy_builder() -> bool {
 /// "unknown parent image ID". A second build finds the cache as it now is.
 async fn run_build_retrying(
     req: &BuildRequest,
-    printer: &Printer,
+    on: &mut dyn FnMut(BuildEvent<'_>),
     labels: &[(String, String)],
     tag: Option<&str>,
     iidfile: Option<&std::path::Path>,
 ) -> Result<()> {
-    match run_build(req, printer, labels, tag, iidfile).await {
+    // The CLI reports this only as text: no status code to match instead.
+    match run_build(req, on, labels, tag, iidfile).await {
         Err(e) if e.to_string().contains("unknown parent image ID") => {
-            printer.warn(
-                "an image the build took from its cache was removed meanwhile (an image removal elsewhere); building again",
-            );
-            run_build(req, printer, labels, tag, iidfile).await
+            on(BuildEvent::Retrying);
+            run_build(req, on, labels, tag, iidfile).await
         }
         other => other,
     }
@@ -138,7 +146,7 @@ async fn run_build_retrying(
 
 async fn run_build(
     req: &BuildRequest,
-    printer: &Printer,
+    on: &mut dyn FnMut(BuildEvent<'_>),
     labels: &[(String, String)],
     tag: Option<&str>,
     iidfile: Option<&std::path::Path>,
@@ -175,7 +183,6 @@ async fn run_build(
     })?;
     let stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
     let stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
-    let progress = printer.progress(&format!("building {}", req.image));
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL);
     let (mut out, mut err) = (stdout, stderr);
     loop {
@@ -184,7 +191,7 @@ async fn run_build(
             l = next(&mut err), if err.is_some() => match l { Some(l) => l, None => { err = None; continue } },
             else => break,
         };
-        progress.line(&line);
+        on(BuildEvent::Line(&line));
         if tail.len() == TAIL {
             tail.pop_front();
         }
@@ -194,7 +201,6 @@ async fn run_build(
         .wait()
         .await
         .map_err(|e| Error::failed(format!("`docker build` failed to run: {e}")))?;
-    progress.finish();
     tracing::debug!(?status, "docker build finished");
     if status.success() {
         return Ok(());

@@ -127,7 +127,7 @@ impl Engine {
 }
 
 /// GET a path on the engine given by `DOCKER_HOST` (unix or tcp), as the CLI finds it.
-async fn raw_get(path: &str) -> Result<Vec<u8>> {
+pub(crate) async fn raw_get(path: &str) -> Result<Vec<u8>> {
     let host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let fail = |e: &dyn std::fmt::Display| {

@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use jiff::Timestamp;
 
-pub use build::{BuildRequest, build};
+pub use build::{BuildEvent, BuildRequest, build};
 
 use crate::error::{Error, Result};
 use crate::release::{self, Release, Tag};
@@ -58,7 +58,25 @@ pub struct ContainerInfo {
     pub labels: HashMap<String, String>,
     /// The signal `docker stop` sends (the image's or compose's `stop_signal`).
     pub stop_signal: Option<String>,
+    /// How long `docker stop` waits after the stop signal before it kills: compose sets it
+    /// from the service's `stop_grace_period` (on `up` and `run` alike); Docker's default is
+    /// 10 s.
+    pub stop_grace: Duration,
 }
+
+/// How a container stopped: in its own time after the stop signal, or killed at the end of
+/// its grace period.
+#[derive(Clone, Debug)]
+pub struct Stopped {
+    pub name: String,
+    pub took: Duration,
+    pub grace: Duration,
+    /// It was still running when the grace period ended, so the engine killed it.
+    pub killed: bool,
+}
+
+/// Docker's stop timeout when the container sets none.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 impl Engine {
     /// Connect as the docker CLI does (`DOCKER_HOST`, else the local socket) and agree on
@@ -355,7 +373,70 @@ impl Engine {
         )
     }
 
-    /// Stop a container (SIGTERM, then SIGKILL after `grace`) and remove it.
+    /// Stop a container as `docker stop` does — its stop signal, then SIGKILL once its grace
+    /// period (`stop_grace_period`) is over — and return once it has exited.
+    pub async fn stop(&self, c: &ContainerInfo) -> Result<Stopped> {
+        let started = std::time::Instant::now();
+        let opts = bollard::query_parameters::StopContainerOptionsBuilder::default()
+            .t(c.stop_grace.as_secs().try_into().unwrap_or(i32::MAX))
+            .build();
+        // 304: stopped already; 404: gone already.
+        tolerate(
+            self.docker.stop_container(&c.id, Some(opts)).await,
+            &[304, 404],
+        )?;
+        let took = started.elapsed();
+        // The engine answers once the process is gone: it was killed when that took the
+        // whole grace period (an exit by SIGKILL reads 137).
+        let after = self.container(&c.id).await?;
+        let killed = match after {
+            Some(a) => a.exit_code == 137,
+            None => took >= c.stop_grace,
+        };
+        Ok(Stopped {
+            name: c.name.clone(),
+            took,
+            grace: c.stop_grace,
+            killed,
+        })
+    }
+
+    /// Remove a container, stopped or not, at once (SIGKILL).
+    pub async fn remove_now(&self, id: &str) -> Result<()> {
+        let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .build();
+        tolerate(self.docker.remove_container(id, Some(rm)).await, &[404])
+    }
+
+    /// The container's memory use now (one-shot stats, as `docker stats --no-stream`
+    /// counts it: usage less the page cache), if the engine reports it.
+    pub async fn memory_usage(&self, id: &str) -> Result<Option<u64>> {
+        let opts = bollard::query_parameters::StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.docker.stats(id, Some(opts));
+        let Some(stats) = stream.next().await else {
+            return Ok(None);
+        };
+        let stats = stats.map_err(api_error)?;
+        let Some(mem) = stats.memory_stats else {
+            return Ok(None);
+        };
+        let cache = mem
+            .stats
+            .as_ref()
+            .and_then(|s| {
+                s.get("inactive_file")
+                    .or_else(|| s.get("total_inactive_file"))
+            })
+            .copied()
+            .unwrap_or(0);
+        Ok(mem.usage.map(|u| u.saturating_sub(cache)))
+    }
+
+    /// Stop a container (its stop signal, then SIGKILL after `grace`) and remove it.
     pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<()> {
         let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
             .t(grace.as_secs().try_into().unwrap_or(i32::MAX))
@@ -430,9 +511,15 @@ impl Engine {
         Ok(out)
     }
 
-    /// Stream the container's logs to stdout (`logs -f`).
-    pub async fn follow_logs(&self, container: &str, tail: usize, follow: bool) -> Result<()> {
-        use std::io::Write;
+    /// Stream the container's logs to `out` (`logs -f`). A closed pipe (`| head`) ends it
+    /// quietly.
+    pub async fn follow_logs(
+        &self,
+        container: &str,
+        tail: usize,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<()> {
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -440,19 +527,37 @@ impl Engine {
             .tail(&tail.to_string())
             .build();
         let mut stream = self.docker.logs(container, Some(opts));
-        let mut stdout = std::io::stdout();
         while let Some(item) = stream.next().await {
             let chunk = item.map_err(api_error)?;
-            if stdout
+            if out
                 .write_all(&chunk.into_bytes())
-                .and_then(|_| stdout.flush())
+                .and_then(|_| out.flush())
                 .is_err()
             {
-                // A closed pipe (`| head`) is not an error.
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Does the image carry the legacy builder's `ContainerConfig`? Read from the engine's raw
+    /// answer because the field is gone from current API models; an error counts as "no".
+    pub async fn image_has_container_config(&self, image: &str) -> bool {
+        let v = self.docker.client_version();
+        let path = format!(
+            "/v{}.{}/images/{image}/json",
+            v.major_version, v.minor_version
+        );
+        let Ok(body) = disk::raw_get(&path).await else {
+            return false;
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return false;
+        };
+        match json.get("ContainerConfig") {
+            Some(serde_json::Value::Object(m)) => !m.is_empty(),
+            _ => false,
+        }
     }
 
     pub fn docker(&self) -> &Docker {
@@ -509,6 +614,10 @@ fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
         ip_addresses,
         labels: config.labels.unwrap_or_default(),
         stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
+        stop_grace: config
+            .stop_timeout
+            .and_then(|t| u64::try_from(t).ok())
+            .map_or(DEFAULT_STOP_GRACE, Duration::from_secs),
     }
 }
 

@@ -48,6 +48,11 @@ pub enum Behaviour {
     NeverHealthy,
     /// Serves after sleeping this many seconds.
     SlowStart(u32),
+    /// `httpd` runs as PID 1 and ignores SIGTERM (as `node server.js` without an init does):
+    /// only SIGKILL stops it.
+    IgnoresStopSignal,
+    /// Takes this many seconds to shut down after SIGTERM.
+    SlowStop(u32),
 }
 
 /// How the compose file names the image.
@@ -306,8 +311,16 @@ impl Fixture {
             Behaviour::SlowStart(s) => format!("sleep {s}\n"),
             _ => String::new(),
         };
+        let serve = match behaviour {
+            Behaviour::IgnoresStopSignal => "exec httpd -f -p 8080 -h /www\n".to_string(),
+            Behaviour::SlowStop(s) => format!(
+                "trap 'echo stopping; sleep {s}; kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\nwait $pid\n"
+            ),
+            _ => "trap 'kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\n"
+                .to_string(),
+        };
         let script = format!(
-            "#!/bin/sh\necho \"starting release {version}\"\nif [ -n \"$FAIL_START\" ]; then echo \"refusing to start: FAIL_START is set\" >&2; exit 4; fi\n{start}trap 'kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\n"
+            "#!/bin/sh\necho \"starting release {version}\"\nif [ -n \"$FAIL_START\" ]; then echo \"refusing to start: FAIL_START is set\" >&2; exit 4; fi\n{start}{serve}"
         );
         std::fs::write(d.join("run.sh"), script).unwrap();
     }
@@ -373,6 +386,15 @@ impl Fixture {
             String::from_utf8_lossy(&out.stdout).trim(),
             &commit[..7]
         )
+    }
+
+    /// Write `dockmaster.toml` beside the compose file and commit it (the checkout must
+    /// stay clean for a deploy).
+    pub fn configure(&self, toml: &str) {
+        std::fs::write(self.dir.join("dockmaster.toml"), toml).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", "configure dockmaster"]);
+        git(&self.work, &["push", "-q", "origin", "main"]);
     }
 
     /// Run dockmaster in the compose directory with this fixture's state directory.

@@ -27,8 +27,12 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+pub mod protocol;
+
+use protocol::{Reply, Request as Control};
 
 /// Where the proxy keeps its upstream, so a restart (host reboot) resumes where it was.
 pub const STATE_FILE: &str = "/var/lib/dockmaster-proxy/upstream";
@@ -185,7 +189,7 @@ impl Proxy {
     }
 
     /// Swap to `host` once it accepts connections; then wait for the old one to drain.
-    async fn switch(&self, host: &str, drain: Duration) -> Result<String, String> {
+    async fn switch(&self, host: &str, drain: Duration) -> Reply {
         let probe = format!("{host}:{}", self.first_port);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -197,7 +201,7 @@ impl Proxy {
                             Ok(Err(e)) => e.to_string(),
                             _ => "timed out".into(),
                         };
-                        return Err(format!(
+                        return Reply::Refused(format!(
                             "new upstream {probe} does not accept connections: {why}"
                         ));
                     }
@@ -222,12 +226,26 @@ impl Proxy {
                 break;
             }
         }
-        Ok(format!(
-            "ok from={} drained_ms={} still_running={}",
-            old.host,
-            started.elapsed().as_millis(),
-            old.inflight.load(Ordering::SeqCst)
-        ))
+        Reply::Switched {
+            from: old.host.clone(),
+            drained: started.elapsed(),
+            still_running: old.inflight.load(Ordering::SeqCst) as u64,
+        }
+    }
+
+    async fn answer(&self, request: Control) -> Reply {
+        match request {
+            Control::Switch { upstream, drain } => self.switch(&upstream, drain).await,
+            Control::Status => {
+                let u = self.upstream();
+                Reply::Status {
+                    proto: protocol::VERSION,
+                    upstream: u.host.clone(),
+                    inflight: u.inflight.load(Ordering::SeqCst) as u64,
+                }
+            }
+            Control::Health => Reply::Healthy,
+        }
     }
 }
 
@@ -307,31 +325,19 @@ pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
             let proxy = control_proxy.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
+                // One line, bounded: a client that sends more gets refused, not buffered.
                 let mut line = String::new();
-                if BufReader::new(r).read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let words: Vec<&str> = line.split_whitespace().collect();
-                let reply = match words.as_slice() {
-                    ["switch", host, drain_ms] => {
-                        let drain = Duration::from_millis(drain_ms.parse().unwrap_or(30_000));
-                        match proxy.switch(host, drain).await {
-                            Ok(s) => s,
-                            Err(e) => format!("err {e}"),
-                        }
-                    }
-                    ["status"] => {
-                        let u = proxy.upstream();
-                        format!(
-                            "ok upstream={} inflight={}",
-                            u.host,
-                            u.inflight.load(Ordering::SeqCst)
-                        )
-                    }
-                    ["health"] => "ok".to_string(),
-                    _ => "err unknown command".to_string(),
+                let mut reader = BufReader::new(r.take(protocol::MAX_LINE as u64 + 1));
+                let reply = match reader.read_line(&mut line).await {
+                    Err(e) => Reply::Refused(format!("unreadable control line: {e}")),
+                    Ok(_) => match Control::parse(line.trim_end_matches(['\r', '\n'])) {
+                        Ok(request) => proxy.answer(request).await,
+                        Err(e) => Reply::Refused(e.to_string()),
+                    },
                 };
-                let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+                let _ = w
+                    .write_all(format!("{}\n", reply.render()).as_bytes())
+                    .await;
             });
         }
     });
