@@ -111,7 +111,7 @@ pub async fn run(
         && let Err(e) = compose.get().await
     {
         history.end(event, Recorded::Failed, Some(&first_line(&e.to_string())))?;
-        return Err(e);
+        return Err(e.into());
     }
 
     history.set_target(event, &tag.to_string())?;
