@@ -223,7 +223,7 @@ pub async fn install_proxy(
         .ok()
         .flatten()
         .is_some();
-    let compose = rt.compose.get().await.map_err(unchanged)?;
+    let compose = rt.compose.get().await.map_err(|e| unchanged(e.into()))?;
     if compose.major == 1 {
         super::recreate::avoid_v1_container_config_crash(rt)
             .await

@@ -1,19 +1,14 @@
-//! The compose model (read by dockmaster itself, as compose reads it) and the compose
-//! program (v1 `docker-compose` or v2 `docker compose`), detected once.
-//!
-//! Reading the files ourselves rather than through `docker compose config` keeps the
-//! read-only commands (`releases`, `status`, `history`) fast and working where no compose
-//! program is installed, and lets us see the *uninterpolated* `image:` so that we know which
-//! variable carries the tag.
+//! The compose model as compose reads it: which files, merged how, under which project
+//! name, and the parts of one service that dockmaster needs.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::time::Duration;
 
 use fs_err as fs;
-use serde_yaml::{Mapping, Value};
+use serde::Deserialize;
+use serde_norway::{Mapping, Value};
 
-use crate::error::{Error, Result};
+use super::{Environment, Error, Result, interpolate};
 
 /// File names compose looks for, in its order of preference.
 const DEFAULT_FILES: [&str; 4] = [
@@ -28,131 +23,6 @@ const OVERRIDE_FILES: [&str; 4] = [
     "docker-compose.override.yml",
     "docker-compose.override.yaml",
 ];
-
-/// The variables compose interpolates with: `.env` of the project directory, overridden by
-/// the process environment.
-#[derive(Clone, Debug, Default)]
-pub struct Environment {
-    vars: BTreeMap<String, String>,
-}
-
-impl Environment {
-    pub fn load(dotenv: &Path) -> Result<Environment> {
-        let mut vars = BTreeMap::new();
-        if dotenv.is_file() {
-            let iter = dotenvy::from_path_iter(dotenv).map_err(|e| {
-                Error::bad_input(format!("cannot read {}: {e}", dotenv.display()))
-                    .hint("fix the line it names; compose reads this file too")
-            })?;
-            for item in iter {
-                let (k, v) = item.map_err(|e| {
-                    Error::bad_input(format!("cannot parse {}: {e}", dotenv.display()))
-                        .hint("fix the line it names; compose reads this file too")
-                })?;
-                vars.insert(k, v);
-            }
-        }
-        for (k, v) in std::env::vars() {
-            vars.insert(k, v);
-        }
-        Ok(Environment { vars })
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.vars.get(key).map(String::as_str)
-    }
-}
-
-/// `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`, `${VAR?err}`,
-/// `${VAR:+alt}`, `${VAR+alt}`, `$VAR` and `$$`, as compose interpolates them.
-pub fn interpolate(s: &str, env: &Environment) -> std::result::Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        rest = &rest[pos + 1..];
-        if let Some(r) = rest.strip_prefix('$') {
-            out.push('$');
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix('{') {
-            let end = r
-                .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
-            let expr = &r[..end];
-            rest = &r[end + 1..];
-            out.push_str(&expand(expr, env)?);
-        } else {
-            let len = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            if len == 0 {
-                return Err(format!(
-                    "invalid `$` in `{s}`; write `$$` for a literal dollar"
-                ));
-            }
-            out.push_str(env.get(&rest[..len]).unwrap_or(""));
-            rest = &rest[len..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn expand(expr: &str, env: &Environment) -> std::result::Result<String, String> {
-    let name_len = expr
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(expr.len());
-    let (name, op) = expr.split_at(name_len);
-    if name.is_empty() {
-        return Err(format!("invalid interpolation `${{{expr}}}`"));
-    }
-    let value = env.get(name);
-    let set_nonempty = value.is_some_and(|v| !v.is_empty());
-    Ok(match op {
-        "" => value.unwrap_or("").to_string(),
-        _ if op.starts_with(":-") => {
-            if set_nonempty {
-                value.unwrap_or("").to_string()
-            } else {
-                interpolate(&op[2..], env)?
-            }
-        }
-        _ if op.starts_with('-') => match value {
-            Some(v) => v.to_string(),
-            None => interpolate(&op[1..], env)?,
-        },
-        _ if op.starts_with(":?") || op.starts_with('?') => {
-            let strict = op.starts_with(":?");
-            let ok = if strict {
-                set_nonempty
-            } else {
-                value.is_some()
-            };
-            if !ok {
-                let msg = op.trim_start_matches(':').trim_start_matches('?');
-                return Err(format!(
-                    "required variable {name} is missing a value: {msg}"
-                ));
-            }
-            value.unwrap_or("").to_string()
-        }
-        _ if op.starts_with(":+") => {
-            if set_nonempty {
-                interpolate(&op[2..], env)?
-            } else {
-                String::new()
-            }
-        }
-        _ if op.starts_with('+') => {
-            if value.is_some() {
-                interpolate(&op[1..], env)?
-            } else {
-                String::new()
-            }
-        }
-        _ => return Err(format!("invalid interpolation `${{{expr}}}`")),
-    })
-}
 
 /// Where the compose files are and what they call the project.
 #[derive(Clone, Debug)]
@@ -186,6 +56,11 @@ pub struct Service {
     pub shared_writable_mounts: Vec<String>,
     /// `restart:` (compose's default is `no`).
     pub restart: Option<String>,
+    /// `stop_grace_period:`: how long compose waits after the stop signal before it kills
+    /// the container (compose's default is 10s).
+    pub stop_grace_period: Option<Duration>,
+    /// `stop_signal:` (compose's default is the image's, else SIGTERM).
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -217,15 +92,12 @@ impl Project {
         } else {
             discover(cwd)?
         };
-        for f in &files {
-            if !f.is_file() {
-                return Err(Error::bad_input(format!(
-                    "compose file {} does not exist",
-                    f.display()
-                ))
-                .hint("pass the right one with -f/--file"));
-            }
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            return Err(Error::FileMissing {
+                path: missing.clone(),
+            });
         }
+        // Not empty: `-f` and COMPOSE_FILE gave at least one name each, `discover` one file.
         let dir = files[0]
             .parent()
             .map(Path::to_path_buf)
@@ -239,21 +111,12 @@ impl Project {
 
         let mut model = Mapping::new();
         for f in &files {
-            let text = fs::read_to_string(f).map_err(|e| Error::bad_input(e.to_string()))?;
-            let value: Value = serde_yaml::from_str(&text).map_err(|e| {
-                Error::bad_input(format!("{} is not valid YAML: {e}", f.display()))
-                    .hint("`docker compose config` shows the same problem; fix the file")
+            let text = std::fs::read_to_string(f).map_err(|cause| Error::Unreadable {
+                path: f.clone(),
+                cause,
             })?;
-            match value {
-                Value::Mapping(m) => merge(&mut model, m),
-                Value::Null => {}
-                _ => {
-                    return Err(Error::bad_input(format!(
-                        "{} is not a compose file (its top level is not a mapping)",
-                        f.display()
-                    ))
-                    .hint("pass the right one with -f/--file"));
-                }
+            for document in documents(f, &text)? {
+                merge(&mut model, document);
             }
         }
 
@@ -273,10 +136,7 @@ impl Project {
             });
         let name = normalize_project_name(&raw_name);
         if name.is_empty() {
-            return Err(Error::bad_input(format!(
-                "`{raw_name}` gives an empty compose project name"
-            ))
-            .hint("set COMPOSE_PROJECT_NAME in .env"));
+            return Err(Error::EmptyProjectName { raw: raw_name });
         }
         let files = files
             .into_iter()
@@ -303,10 +163,12 @@ impl Project {
             .get(name)?
             .as_mapping()?;
         let mut def = def.clone();
+        // `remove` swaps the last key into the removed one's place; the serialized order is
+        // part of the fingerprint kept in container labels, so it stays a swap.
         def.remove("image");
         def.remove("build");
         let def = self.interpolate_value(&Value::Mapping(def))?;
-        let mut text = serde_yaml::to_string(&def).ok()?;
+        let mut text = serde_norway::to_string(&def).ok()?;
         let env_files: Vec<String> = match def.get("env_file") {
             Some(Value::String(f)) => vec![f.clone()],
             Some(Value::Sequence(s)) => s
@@ -371,22 +233,19 @@ impl Project {
             .and_then(Value::as_mapping)
             .and_then(|m| m.get(name))
             .and_then(Value::as_mapping)
-            .ok_or_else(|| {
-                Error::bad_input(format!(
-                    "service `{name}` is not in {}",
-                    self.files_display()
-                ))
-                .hint(format!(
-                    "the services are: {}",
-                    self.service_names().join(", ")
-                ))
+            .ok_or_else(|| Error::ServiceNotFound {
+                service: name.to_string(),
+                files: self.files_display(),
+                available: self.service_names(),
             })?;
         let text = |key: &str| -> Result<Option<String>> {
             match def.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(v) => {
-                    let raw = scalar(v).ok_or_else(|| {
-                        Error::bad_input(format!("`services.{name}.{key}` must be a string"))
+                    let raw = scalar(v).ok_or_else(|| Error::BadValue {
+                        service: name.to_string(),
+                        key: key.to_string(),
+                        expected: "a string",
                     })?;
                     self.interpolate(&raw).map(Some)
                 }
@@ -440,9 +299,11 @@ impl Project {
                 })
             }
             Some(_) => {
-                return Err(Error::bad_input(format!(
-                    "`services.{name}.build` must be a path or a mapping"
-                )));
+                return Err(Error::BadValue {
+                    service: name.to_string(),
+                    key: "build".into(),
+                    expected: "a path or a mapping",
+                });
             }
         };
         let healthcheck = def.get("healthcheck").and_then(Value::as_mapping);
@@ -468,13 +329,22 @@ impl Project {
             network_mode: text("network_mode")?,
             shared_writable_mounts: shared_writable_mounts(def, &|s| self.interpolate(s))?,
             restart: text("restart")?,
+            stop_grace_period: text("stop_grace_period")?
+                .map(|value| {
+                    parse_compose_duration(&value).ok_or_else(|| Error::BadStopGracePeriod {
+                        service: name.to_string(),
+                        value,
+                    })
+                })
+                .transpose()?,
+            stop_signal: text("stop_signal")?,
         })
     }
 
     pub fn interpolate(&self, s: &str) -> Result<String> {
-        interpolate(s, &self.env).map_err(|e| {
-            Error::bad_input(format!("in {}: {e}", self.files_display()))
-                .hint("fix the variable in the compose file or in .env")
+        interpolate(s, &self.env).map_err(|reason| Error::Interpolation {
+            files: self.files_display(),
+            reason,
         })
     }
 
@@ -679,129 +549,170 @@ fn discover(cwd: &Path) -> Result<Vec<PathBuf>> {
         }
         dir = d.parent();
     }
-    Err(Error::bad_input(format!(
-        "no compose file in {} or its parents (looked for {})",
-        cwd.display(),
-        DEFAULT_FILES.join(", ")
-    ))
-    .hint("run dockmaster where your compose file is, or pass it with -f/--file"))
+    Err(Error::NoFile {
+        dir: cwd.to_path_buf(),
+        looked_for: DEFAULT_FILES.join(", "),
+    })
 }
 
-/// The compose program, detected in the background from the start of a command and
-/// waited for only where compose is needed (a rollback to a standby container never is).
-pub struct Detected {
-    once: tokio::sync::OnceCell<Cli>,
-    /// `DOCKMASTER_COMPOSE`, when the user forces a program.
-    program: Option<Vec<String>>,
-    pending: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<Cli>>>>,
-}
-
-impl Detected {
-    /// Nothing runs until `start` or `get`.
-    pub fn idle(program: Option<Vec<String>>) -> Detected {
-        Detected {
-            once: tokio::sync::OnceCell::new(),
-            program,
-            pending: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Begin detecting in the background.
-    pub fn start(&self) {
-        if self.once.initialized() {
-            return;
-        }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.is_none() {
-            *pending = Some(tokio::spawn(Cli::detect(self.program.clone())));
-        }
-    }
-
-    pub async fn get(&self) -> Result<&Cli> {
-        self.once
-            .get_or_try_init(|| async {
-                // Taken once: OnceCell runs this initializer at most once at a time.
-                let task = self
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                match task {
-                    Some(t) => t
-                        .await
-                        .map_err(|e| Error::failed(format!("compose detection failed: {e}")))?,
-                    None => Cli::detect(self.program.clone()).await,
-                }
-            })
-            .await
-    }
-}
-
-/// Which compose program is installed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cli {
-    /// `["docker", "compose"]` or `["docker-compose"]`.
-    program: Vec<String>,
-    /// 1 for the Python `docker-compose` 1.x, 2 for the Go one.
-    pub major: u32,
-}
-
-impl Cli {
-    /// Detect once: `DOCKMASTER_COMPOSE` if set (e.g. `docker-compose`), else the v2 plugin,
-    /// else a `docker-compose` binary (which may itself be v1 or v2).
-    pub async fn detect(program: Option<Vec<String>>) -> Result<Cli> {
-        let candidates: Vec<Vec<String>> = match program {
-            Some(p) if !p.is_empty() => vec![p],
-            _ => vec![
-                vec!["docker".into(), "compose".into()],
-                vec!["docker-compose".into()],
-            ],
-        };
-        for program in candidates {
-            let out = tokio::process::Command::new(&program[0])
-                .args(&program[1..])
-                .args(["version", "--short"])
-                .stdin(Stdio::null())
-                .output()
-                .await;
-            let Ok(out) = out else { continue };
-            if !out.status.success() {
-                continue;
+/// The documents of one file, in order, merge keys applied.
+///
+/// Compose v2 merges the documents of one file as if each were a file of its own given in
+/// that order (compose-go #451); v1 refuses such a file. Reading them as v2 does keeps
+/// dockmaster's model the one compose v2 runs.
+fn documents(path: &Path, text: &str) -> Result<Vec<Mapping>> {
+    let invalid = |reason: String| Error::InvalidYaml {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut out = vec![];
+    for document in serde_norway::Deserializer::from_str(text) {
+        let mut value = Value::deserialize(document).map_err(|e| invalid(e.to_string()))?;
+        apply_merge_keys(&mut value).map_err(invalid)?;
+        match value {
+            Value::Mapping(m) => out.push(m),
+            // An empty document (`---` alone, or a file of comments) adds nothing.
+            Value::Null => {}
+            _ => {
+                return Err(Error::NotAMapping {
+                    path: path.to_path_buf(),
+                });
             }
-            let version = String::from_utf8_lossy(&out.stdout);
-            let version = version.trim().trim_start_matches('v');
-            let major = version
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(2);
-            tracing::debug!(?program, version, "compose detected");
-            return Ok(Cli { program, major });
         }
-        Err(Error::failed(
-            "no compose program found (neither `docker compose` nor `docker-compose`)",
-        )
-        .hint("install the compose plugin (docker-compose-plugin) or Debian's docker-compose"))
     }
+    Ok(out)
+}
 
-    pub fn display(&self) -> String {
-        format!("{} (v{})", self.program.join(" "), self.major)
-    }
-
-    /// A command for this project: program, `-p`, every `-f`, then the caller's arguments.
-    pub fn command(&self, project: &Project, extra_files: &[PathBuf]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.program[0]);
-        cmd.args(&self.program[1..]);
-        cmd.arg("-p").arg(&project.name);
-        // Relative paths in the files resolve against the project directory whatever the
-        // order of -f; pass it explicitly since an override file may live elsewhere.
-        cmd.arg("--project-directory").arg(&project.dir);
-        for f in project.files.iter().chain(extra_files) {
-            cmd.arg("-f").arg(f);
+/// YAML merge keys (`<<: *common`, `<<: [*a, *b]`), which compose applies while it reads a
+/// file and the YAML crate leaves as a `<<` key. The mapping's own keys win, then the merged
+/// mappings in the order listed (the YAML merge rule). Children are resolved first so that
+/// an anchor that itself merges another brings the keys of both.
+fn apply_merge_keys(value: &mut Value) -> std::result::Result<(), String> {
+    match value {
+        Value::Mapping(m) => {
+            for child in m.values_mut() {
+                apply_merge_keys(child)?;
+            }
+            // `shift_remove` keeps the order of the other keys (the fingerprint's order).
+            let Some(merged) = m.shift_remove("<<") else {
+                return Ok(());
+            };
+            let sources = match merged {
+                Value::Mapping(source) => vec![source],
+                Value::Sequence(items) => items
+                    .into_iter()
+                    .map(|item| match item {
+                        Value::Mapping(source) => Ok(source),
+                        _ => Err("a merge key `<<` lists something that is not a mapping"),
+                    })
+                    .collect::<std::result::Result<_, _>>()?,
+                _ => {
+                    return Err(
+                        "a merge key `<<` must name a mapping (`<<: *anchor`) or a list of them"
+                            .into(),
+                    );
+                }
+            };
+            for source in sources {
+                for (k, v) in source {
+                    if !m.contains_key(&k) {
+                        m.insert(k, v);
+                    }
+                }
+            }
         }
-        cmd.current_dir(&project.dir);
-        cmd.stdin(Stdio::null());
-        cmd
+        Value::Sequence(items) => {
+            for item in items {
+                apply_merge_keys(item)?;
+            }
+        }
+        Value::Tagged(tagged) => apply_merge_keys(&mut tagged.value)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A compose duration: Go's `time.ParseDuration`, one or more decimal numbers each with a
+/// unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`: `1m30s`, `1.5s`, `500ms`). A bare number is
+/// not one in compose, but it is taken as seconds here, as every other duration dockmaster
+/// reads is. Fractions below a nanosecond are cut off, as Go does.
+fn parse_compose_duration(text: &str) -> Option<Duration> {
+    const NANOS_PER_SECOND: u128 = 1_000_000_000;
+    // Go takes a sign; a negative grace period means nothing, so only `+` is let through.
+    let text = text.trim();
+    let text = text.strip_prefix('+').unwrap_or(text);
+    let is_number = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.');
+    // `n` (integer and fraction) in nanoseconds, given nanoseconds per unit.
+    let nanos = |n: &str, per_unit: u128| -> Option<u128> {
+        let (int, frac) = n.split_once('.').unwrap_or((n, ""));
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return None;
+        }
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+        let mut total = int.checked_mul(per_unit)?;
+        let mut scale = per_unit;
+        for digit in frac.bytes().map(|b| u128::from(b - b'0')) {
+            scale /= 10;
+            total = total.checked_add(digit * scale)?;
+        }
+        Some(total)
+    };
+    let total = if is_number(text) {
+        nanos(text, NANOS_PER_SECOND)?
+    } else {
+        let mut total: u128 = 0;
+        let mut rest = text;
+        if rest.is_empty() {
+            return None;
+        }
+        while !rest.is_empty() {
+            let number_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let (number, after) = rest.split_at(number_len);
+            let unit_len = after
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(after.len());
+            let (unit, after) = after.split_at(unit_len);
+            let per_unit: u128 = match unit {
+                "ns" => 1,
+                "us" | "µs" | "μs" => 1_000,
+                "ms" => 1_000_000,
+                "s" => NANOS_PER_SECOND,
+                "m" => 60 * NANOS_PER_SECOND,
+                "h" => 3_600 * NANOS_PER_SECOND,
+                _ => return None,
+            };
+            if number.is_empty() {
+                return None;
+            }
+            total = total.checked_add(nanos(number, per_unit)?)?;
+            rest = after;
+        }
+        total
+    };
+    let secs = u64::try_from(total / NANOS_PER_SECOND).ok()?;
+    // The remainder of a division by 10^9 fits in a u32.
+    let subsec = u32::try_from(total % NANOS_PER_SECOND).ok()?;
+    Some(Duration::new(secs, subsec))
+}
+
+#[cfg(test)]
+impl Project {
+    /// A project from YAML text, read as `load` reads a file, with no `.env` and no
+    /// process environment.
+    pub(crate) fn for_tests(name: &str, dir: &str, files: &[&str], yaml: &str) -> Project {
+        let mut model = Mapping::new();
+        for document in documents(Path::new("compose.yaml"), yaml).unwrap() {
+            merge(&mut model, document);
+        }
+        Project {
+            name: name.into(),
+            dir: PathBuf::from(dir),
+            files: files.iter().map(PathBuf::from).collect(),
+            env: Environment::default(),
+            model,
+        }
     }
 }
 
@@ -809,36 +720,15 @@ impl Cli {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Environment {
-        Environment {
-            vars: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+    fn project(yaml: &str, vars: &[(&str, &str)]) -> Project {
+        Project {
+            env: Environment::from_pairs(vars),
+            ..Project::for_tests("p", "/tmp", &["/tmp/compose.yaml"], yaml)
         }
     }
 
-    #[test]
-    fn interpolation_forms() {
-        let e = env(&[("A", "x"), ("E", "")]);
-        assert_eq!(interpolate("${A}", &e).unwrap(), "x");
-        assert_eq!(interpolate("$A-$$", &e).unwrap(), "x-$");
-        assert_eq!(interpolate("${B:-d}", &e).unwrap(), "d");
-        assert_eq!(interpolate("${E:-d}", &e).unwrap(), "d");
-        assert_eq!(interpolate("${E-d}", &e).unwrap(), "");
-        assert_eq!(interpolate("${A:+y}", &e).unwrap(), "y");
-        assert!(interpolate("${B:?needed}", &e).is_err());
-        assert!(interpolate("${A", &e).is_err());
-    }
-
     fn project_with(image: &str, vars: &[(&str, &str)]) -> (Project, Service) {
-        let project = Project {
-            name: "p".into(),
-            dir: PathBuf::from("/tmp"),
-            files: vec![],
-            env: env(vars),
-            model: Mapping::new(),
-        };
+        let project = project("", vars);
         let service = Service {
             name: "api".into(),
             image_raw: Some(image.into()),
@@ -850,6 +740,8 @@ mod tests {
             network_mode: None,
             shared_writable_mounts: vec![],
             restart: None,
+            stop_grace_period: None,
+            stop_signal: None,
         };
         (project, service)
     }
@@ -893,7 +785,7 @@ mod tests {
     }
 
     fn service_def(yaml: &str) -> Mapping {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     #[test]
@@ -919,14 +811,13 @@ mod tests {
 
     #[test]
     fn fingerprint_changes_with_the_settings_not_the_image() {
-        let model = |env_value: &str, image: &str| Project {
-            name: "p".into(),
-            dir: PathBuf::from("/nonexistent"),
-            files: vec![],
-            env: env(&[("GREETING", env_value)]),
-            model: service_def(&format!(
-                "services:\n  api:\n    image: {image}\n    environment:\n      - GREETING=${{GREETING}}\n"
-            )),
+        let model = |env_value: &str, image: &str| {
+            project(
+                &format!(
+                    "services:\n  api:\n    image: {image}\n    environment:\n      - GREETING=${{GREETING}}\n"
+                ),
+                &[("GREETING", env_value)],
+            )
         };
         let a = model("hello", "repo:1").service_fingerprint("api").unwrap();
         let b = model("hello", "repo:2").service_fingerprint("api").unwrap();
@@ -935,9 +826,277 @@ mod tests {
         assert_ne!(a, c, "an interpolated value is");
     }
 
+    /// The fingerprint is kept in container labels: a new YAML crate (or a new version of
+    /// one) that serializes differently recreates every standby container once. These values
+    /// were computed with serde_yaml 0.9.34, the crate before serde_norway.
+    #[test]
+    fn fingerprint_of_a_plain_file_is_what_serde_yaml_made() {
+        let simple = project(
+            "services:\n  api:\n    image: repo:1\n    environment:\n      - GREETING=hello\n",
+            &[],
+        );
+        assert_eq!(
+            simple.service_fingerprint("api").as_deref(),
+            Some("0e2f5e1ba7f1e721")
+        );
+
+        let rich: Mapping = serde_norway::from_str(RICH_SERVICE).unwrap();
+        let mut services = Mapping::new();
+        services.insert("api".into(), Value::Mapping(rich));
+        let mut model = Mapping::new();
+        model.insert("services".into(), Value::Mapping(services));
+        let rich = Project {
+            model,
+            ..project("", &[])
+        };
+        assert_eq!(
+            rich.service_fingerprint("api").as_deref(),
+            Some("5ad7ae3c09e3fe66")
+        );
+    }
+
     #[test]
     fn project_names_are_normalized_like_compose() {
         assert_eq!(normalize_project_name("My App.v2"), "myappv2");
         assert_eq!(normalize_project_name("backend"), "backend");
     }
+
+    #[test]
+    fn anchors_and_aliases_are_expanded() {
+        let p = project(
+            "x-env: &env\n  A: \"1\"\nx-ports: &ports\n  - \"8080:80\"\nservices:\n  api:\n    build: .\n    environment: *env\n    ports: *ports\n",
+            &[],
+        );
+        let api = p.service("api").unwrap();
+        assert!(api.publishes_ports);
+        assert_eq!(api.container_ports, vec![80]);
+        assert_eq!(
+            p.model["services"]["api"]["environment"]["A"],
+            Value::from("1")
+        );
+    }
+
+    /// Compose applies merge keys; before serde_norway dockmaster did not, and a `build:`
+    /// that came through `<<: *common` was not seen.
+    #[test]
+    fn merge_keys_bring_build_image_healthcheck_and_ports() {
+        let p = project(
+            "x-common: &common\n  build:\n    context: ./app\n    target: prod\n  image: shop:${TAG:-latest}\n  healthcheck:\n    test: [\"CMD\", \"true\"]\n  ports:\n    - \"8080:80\"\n  restart: always\nservices:\n  api:\n    <<: *common\n    restart: unless-stopped\n",
+            &[],
+        );
+        let api = p.service("api").unwrap();
+        let build = api.build.as_ref().expect("build: through the merge key");
+        assert_eq!(build.context, PathBuf::from("/tmp/./app"));
+        assert_eq!(build.target.as_deref(), Some("prod"));
+        assert_eq!(api.image_raw.as_deref(), Some("shop:${TAG:-latest}"));
+        assert!(api.has_healthcheck);
+        assert!(api.publishes_ports);
+        assert_eq!(api.container_ports, vec![80]);
+        assert_eq!(
+            api.restart.as_deref(),
+            Some("unless-stopped"),
+            "own keys win"
+        );
+        assert!(p.model["services"]["api"].get("<<").is_none());
+    }
+
+    #[test]
+    fn a_list_of_merges_takes_the_first_mapping_that_has_a_key() {
+        let p = project(
+            "x-a: &a\n  image: a:1\n  stop_signal: SIGINT\nx-b: &b\n  image: b:1\n  build: ./b\n  container_name: from-b\nservices:\n  api:\n    <<: [*a, *b]\n    container_name: own\n",
+            &[],
+        );
+        let api = p.service("api").unwrap();
+        assert_eq!(api.image_raw.as_deref(), Some("a:1"), "earlier wins");
+        assert_eq!(api.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(
+            api.build.map(|b| b.context),
+            Some(PathBuf::from("/tmp/./b"))
+        );
+        assert_eq!(api.container_name.as_deref(), Some("own"));
+    }
+
+    #[test]
+    fn a_merged_anchor_that_merges_brings_both() {
+        let p = project(
+            "x-base: &base\n  build: .\nx-web: &web\n  <<: *base\n  ports: [\"80\"]\nservices:\n  api:\n    <<: *web\n",
+            &[],
+        );
+        let api = p.service("api").unwrap();
+        assert!(api.build.is_some());
+        assert_eq!(api.container_ports, vec![80]);
+    }
+
+    #[test]
+    fn a_merge_key_on_a_scalar_is_invalid_yaml() {
+        let err = documents(
+            Path::new("/x/compose.yaml"),
+            "services:\n  api:\n    <<: 3\n",
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidYaml { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("/x/compose.yaml is not valid YAML: a merge key")
+        );
+    }
+
+    #[test]
+    fn documents_of_one_file_merge_in_order_like_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(
+            &file,
+            "services:\n  api:\n    build: .\n    restart: always\n---\n# an empty document\n---\nservices:\n  api:\n    restart: \"no\"\n  worker:\n    image: busybox\n",
+        )
+        .unwrap();
+        let p = Project::load(&[file], dir.path()).unwrap();
+        assert_eq!(p.service_names(), ["api", "worker"]);
+        let api = p.service("api").unwrap();
+        assert!(api.build.is_some(), "kept from the first document");
+        assert_eq!(
+            api.restart.as_deref(),
+            Some("no"),
+            "the later document wins"
+        );
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_mapping_is_refused() {
+        let err = documents(Path::new("c.yaml"), "services: {}\n---\n- a\n").unwrap_err();
+        assert!(matches!(err, Error::NotAMapping { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn stop_grace_period_and_signal() {
+        let p = project(
+            "services:\n  a:\n    stop_grace_period: 1m30s\n    stop_signal: SIGQUIT\n  b:\n    stop_grace_period: ${GRACE:-5s}\n  c:\n    stop_grace_period: 20\n  d:\n    image: x\n",
+            &[],
+        );
+        let a = p.service("a").unwrap();
+        assert_eq!(a.stop_grace_period, Some(Duration::from_secs(90)));
+        assert_eq!(a.stop_signal.as_deref(), Some("SIGQUIT"));
+        let b = p.service("b").unwrap();
+        assert_eq!(b.stop_grace_period, Some(Duration::from_secs(5)));
+        let c = p.service("c").unwrap();
+        assert_eq!(c.stop_grace_period, Some(Duration::from_secs(20)));
+        let d = p.service("d").unwrap();
+        assert_eq!((d.stop_grace_period, d.stop_signal), (None, None));
+
+        let p = project(
+            "services:\n  b:\n    stop_grace_period: ${GRACE:-5s}\n",
+            &[("GRACE", "2m")],
+        );
+        assert_eq!(
+            p.service("b").unwrap().stop_grace_period,
+            Some(Duration::from_secs(120))
+        );
+    }
+
+    #[test]
+    fn a_malformed_stop_grace_period_names_the_service_and_the_value() {
+        let p = project("services:\n  api:\n    stop_grace_period: 10 sec\n", &[]);
+        let err = p.service("api").unwrap_err();
+        assert!(
+            matches!(&err, Error::BadStopGracePeriod { service, value } if service == "api" && value == "10 sec"),
+            "{err:?}"
+        );
+        let err = crate::error::Error::from(err);
+        assert_eq!(err.kind(), crate::error::Kind::BadInput);
+        let text = err.to_string();
+        assert!(
+            text.contains("`services.api.stop_grace_period` is `10 sec`"),
+            "{text}"
+        );
+        assert!(text.contains("\nhint: "), "{text}");
+    }
+
+    #[test]
+    fn compose_durations() {
+        let ok = [
+            ("10s", Duration::from_secs(10)),
+            ("1m30s", Duration::from_secs(90)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("1.5s", Duration::from_millis(1500)),
+            (".5s", Duration::from_millis(500)),
+            ("1h2m3s4ms5us6ns", Duration::new(3723, 4_005_006)),
+            ("250µs", Duration::from_micros(250)),
+            ("30", Duration::from_secs(30)),
+            ("2.5", Duration::from_millis(2500)),
+            ("0", Duration::ZERO),
+            (" 10s ", Duration::from_secs(10)),
+            ("+5s", Duration::from_secs(5)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_compose_duration(text), Some(want), "{text}");
+        }
+        for bad in [
+            "", "s", "10 s", "10x", "1.2.3s", "-5s", "+", "1d", "ms10", ".s",
+        ] {
+            assert_eq!(parse_compose_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_errors_keep_their_words_and_hints() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Project::load(&[PathBuf::from("missing.yml")], dir.path()).unwrap_err();
+        assert!(matches!(err, Error::FileMissing { .. }), "{err:?}");
+        let text = crate::error::Error::from(err).to_string();
+        assert!(text.contains("missing.yml does not exist"), "{text}");
+        assert!(
+            text.ends_with("hint: pass the right one with -f/--file"),
+            "{text}"
+        );
+
+        let err = Error::NoFile {
+            dir: dir.path().to_path_buf(),
+            looked_for: DEFAULT_FILES.join(", "),
+        };
+        assert!(err.to_string().starts_with("no compose file in"));
+
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "services: [\n").unwrap();
+        let err = Project::load(&[bad], dir.path()).unwrap_err();
+        assert!(matches!(err, Error::InvalidYaml { .. }), "{err:?}");
+
+        let list = dir.path().join("list.yaml");
+        std::fs::write(&list, "- a\n").unwrap();
+        let err = Project::load(&[list], dir.path()).unwrap_err();
+        assert!(matches!(err, Error::NotAMapping { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn an_unknown_service_lists_the_others() {
+        let p = project(
+            "services:\n  api:\n    build: .\n  db:\n    image: pg\n",
+            &[],
+        );
+        let err = crate::error::Error::from(p.service("web").unwrap_err()).to_string();
+        assert!(
+            err.starts_with("service `web` is not in /tmp/compose.yaml"),
+            "{err}"
+        );
+        assert!(err.ends_with("hint: the services are: api, db"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_the_key() {
+        let p = project("services:\n  api:\n    container_name: [a]\n", &[]);
+        let err = p.service("api").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`services.api.container_name` must be a string"
+        );
+        let p = project("services:\n  api:\n    build: 3\n", &[]);
+        let err = p.service("api").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`services.api.build` must be a path or a mapping"
+        );
+    }
+
+    const RICH_SERVICE: &str = "image: repo:${TAG:-latest}\ncontainer_name: web\nbuild:\n  context: .\nrestart: unless-stopped\nports:\n  - \"127.0.0.1:18080:8080\"\n  - 9000\n  - target: 6000\n    published: 16000\nenvironment:\n  A: \"yes\"\n  B: 'on'\n  C: ''\n  D: null\n  E: 1.50\n  F: 0x1F\n  G: \"~\"\n  H: \"multi\\nline\\n\"\n  I: \"  lead\"\n  J: \"a: b\"\n  K: \"#x\"\n  L: \"2024-01-01\"\n  M: \"010\"\n  N: true\nhealthcheck:\n  test: [\"CMD\", \"wget\", \"-q\", \"--spider\", \"http://localhost:8080/\"]\n  interval: 1s\nvolumes:\n  - data:/data\n  - type: bind\n    source: ./x\n    target: /x\nlabels:\n  com.example.desc: \"Accounting webapp\"\ncommand: >\n  sh -c 'echo hi && sleep 1000'\nlong: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbbbbbbbbbbb ccccccccccccccccc\"\nunicode: \"héllo ✓\"\nempty_list: []\nempty_map: {}\nnested:\n  - - a\n    - b\n";
 }
