@@ -1,6 +1,7 @@
 //! The switch benchmark: `cargo bench --bench switch` (issue 5).
 //!
-//! For each way of switching — dockmaster start-first, dockmaster recreate, and the guide's
+//! For each way of switching — dockmaster start-first with a hot standby and with a cold one
+//! (the default), dockmaster recreate, and the guide's
 //! own script (`TAG=… docker-compose up -d --force-recreate`, then poll Docker's health
 //! status every 2 s), written here as the baseline — it builds the same busybox app (health
 //! check `interval: 30s` as in the guide's compose file, `container_name:` set, a host port
@@ -16,8 +17,8 @@
 //! requests/s each) and is bounded in count and time.
 //!
 //! Environment: `BENCH_SWITCHES` (default 20), `BENCH_BASELINE_SWITCHES` (default 20),
-//! `BENCH_ONLY` (`start-first`, `recreate` or `guide`), `BENCH_VERBOSE` (dockmaster's `-v`
-//! output on stderr).
+//! `BENCH_ONLY` (`hot`, `start-first`, `recreate` or `guide`), `BENCH_VERBOSE` (dockmaster's
+//! `-v` output on stderr).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -43,11 +44,12 @@ fn main() {
     eprintln!("machine: {machine}");
     let mut rows = vec![];
     for (kind, switches) in [
+        (Kind::StartFirstHot, n),
         (Kind::StartFirst, n),
         (Kind::Recreate, n),
         (Kind::Guide, n_guide),
     ] {
-        if only.as_deref().is_some_and(|o| o != kind.name()) || switches == 0 {
+        if only.as_deref().is_some_and(|o| o != kind.slug()) || switches == 0 {
             continue;
         }
         eprintln!("== {} ({switches} switches)", kind.name());
@@ -94,6 +96,10 @@ fn main() {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// Start-first with `standby = "hot"`: a rollback to the release that served just
+    /// before is a probe and a proxy switch.
+    StartFirstHot,
+    /// Start-first with the default cold standby.
     StartFirst,
     Recreate,
     Guide,
@@ -102,9 +108,28 @@ enum Kind {
 impl Kind {
     fn name(self) -> &'static str {
         match self {
+            Kind::StartFirstHot => "start-first, hot standby",
+            Kind::StartFirst => "start-first, cold standby",
+            Kind::Recreate => "recreate",
+            Kind::Guide => "guide",
+        }
+    }
+
+    /// For `BENCH_ONLY` and names.
+    fn slug(self) -> &'static str {
+        match self {
+            Kind::StartFirstHot => "hot",
             Kind::StartFirst => "start-first",
             Kind::Recreate => "recreate",
             Kind::Guide => "guide",
+        }
+    }
+
+    /// The `--strategy` dockmaster is run with.
+    fn strategy(self) -> &'static str {
+        match self {
+            Kind::StartFirstHot | Kind::StartFirst => "start-first",
+            _ => "recreate",
         }
     }
 }
@@ -201,7 +226,7 @@ fn run(kind: Kind, switches: usize) -> Row {
 fn setup(kind: Kind) -> App {
     let id = format!(
         "{}{}",
-        kind.name().replace('-', ""),
+        kind.slug().replace('-', ""),
         std::process::id() % 100_000
     );
     let root = std::env::temp_dir().join(format!("dm-bench-{id}"));
@@ -243,6 +268,9 @@ fn setup(kind: Kind) -> App {
         format!("COMPOSE_PROJECT_NAME={project}\n"),
     )
     .unwrap();
+    if kind == Kind::StartFirstHot {
+        std::fs::write(dir.join("dockmaster.toml"), "standby = \"hot\"\n").unwrap();
+    }
     git(&dir, &["init", "-q", "-b", "main"]);
     std::fs::write(dir.join("www/version"), "v1\n").unwrap();
     git(&dir, &["add", "-A"]);
@@ -303,7 +331,7 @@ fn dm(app: &App, kind: Kind, args: &[&str]) {
         .current_dir(&app.dir)
         .stdin(Stdio::null());
     if args[0] == "deploy" || args[0] == "rollback" {
-        cmd.args(["--strategy", kind.name()]);
+        cmd.args(["--strategy", kind.strategy()]);
     }
     if std::env::var_os("BENCH_VERBOSE").is_some() {
         cmd.arg("-v");

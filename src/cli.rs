@@ -216,3 +216,44 @@ pub fn rewrite_logs_follow(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        rewrite_logs_follow(args.iter().map(|a| a.into()).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn dash_f_after_logs_means_follow_and_before_it_means_file() {
+        assert_eq!(
+            rewrite(&["dm", "-f", "a.yml", "logs", "-f"]),
+            ["dm", "-f", "a.yml", "logs", "--follow"]
+        );
+        assert_eq!(rewrite(&["dm", "logs", "-f", "--tail", "5"])[2], "--follow");
+        // The value of a flag before `logs` is never taken for the subcommand.
+        assert_eq!(
+            rewrite(&["dm", "--service", "logs", "deploy", "-f", "x.yml"]),
+            ["dm", "--service", "logs", "deploy", "-f", "x.yml"]
+        );
+        assert_eq!(
+            rewrite(&["dm", "deploy", "-f", "x.yml"]),
+            ["dm", "deploy", "-f", "x.yml"]
+        );
+    }
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+    }
+}

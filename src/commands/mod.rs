@@ -44,7 +44,9 @@ impl Ctx {
         &self,
     ) -> Result<(Vec<Release>, Option<crate::runtime::Serving>)> {
         let releases = self.rt.releases().await?;
+        tracing::debug!(n = releases.len(), "releases listed");
         let serving = self.rt.serving(&releases).await?;
+        tracing::debug!(serving = ?serving.as_ref().map(|s| &s.container.name), "serving found");
         Ok((releases, serving))
     }
 
@@ -197,4 +199,66 @@ pub fn releases_table(
 
 pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::Tag;
+
+    /// Releases 0..n, release `n-1` the newest.
+    fn releases(n: usize) -> Vec<Release> {
+        let mut out: Vec<Release> = (0..n)
+            .map(|i| Release {
+                tag: format!("2026.01.{:02}-{:07x}", i + 1, i)
+                    .parse::<Tag>()
+                    .unwrap(),
+                commit: format!("{i:040x}"),
+                subject: None,
+                created: jiff::Timestamp::from_second(1_767_225_600 + i as i64 * 86_400).unwrap(),
+                image_id: format!("sha256:{i:064x}"),
+                size_bytes: 0,
+            })
+            .collect();
+        out.sort_by(Release::newest_first);
+        out
+    }
+
+    fn marks(pairs: &[(&Release, Mark)]) -> HashMap<String, Mark> {
+        pairs.iter().map(|(r, m)| (r.tag.to_string(), *m)).collect()
+    }
+
+    fn by_index(rs: &[Release], i: usize) -> &Release {
+        rs.iter().find(|r| r.commit == format!("{i:040x}")).unwrap()
+    }
+
+    #[test]
+    fn rollback_target_is_the_newest_known_good_release_before_the_live_one() {
+        let rs = releases(5);
+        let live = by_index(&rs, 4);
+        let m = marks(&[
+            (by_index(&rs, 1), Mark::KnownGood),
+            (by_index(&rs, 2), Mark::KnownGood),
+            (by_index(&rs, 3), Mark::Failed),
+        ]);
+        let (t, why) = rollback_target(&rs, Some(live), &m).unwrap();
+        assert_eq!(t.commit, by_index(&rs, 2).commit, "3 failed, 2 known-good");
+        assert!(why.contains("known-good"));
+    }
+
+    #[test]
+    fn rollback_target_never_goes_forward_and_skips_failed_without_marks() {
+        let rs = releases(4);
+        // Live is 1: releases 2 and 3 are newer and never the target.
+        let live = by_index(&rs, 1);
+        let (t, why) = rollback_target(&rs, Some(live), &HashMap::new()).unwrap();
+        assert_eq!(t.commit, by_index(&rs, 0).commit);
+        assert!(why.contains("none is recorded known-good"));
+        // Nothing older that is not failed: no target.
+        let m = marks(&[(by_index(&rs, 0), Mark::Failed)]);
+        assert!(rollback_target(&rs, Some(live), &m).is_none());
+        // Nothing live: the newest release that is not failed.
+        let (t, _) = rollback_target(&rs, None, &HashMap::new()).unwrap();
+        assert_eq!(t.commit, by_index(&rs, 3).commit);
+    }
 }

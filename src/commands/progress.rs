@@ -30,6 +30,8 @@ pub struct GoLivePrinter<'a> {
 
 impl Sink for GoLivePrinter<'_> {
     fn event(&self, event: Event<'_>) {
+        // With -v, every go-live event with its time: where a switch spends it.
+        tracing::debug!(?event, "go-live");
         let p = self.printer;
         let app = self.app;
         match event {
