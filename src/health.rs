@@ -35,6 +35,10 @@ pub struct HealthGate<'a> {
     pub timeout: Duration,
     /// Whether Ctrl-C ends the wait (not while putting the previous release back).
     pub interruptible: bool,
+    /// Run the check itself even when Docker already calls the container healthy: for a
+    /// hot standby, whose last Docker check may be an `interval` old, the gate wants
+    /// evidence from now.
+    pub fresh: bool,
 }
 
 impl HealthGate<'_> {
@@ -62,7 +66,7 @@ impl HealthGate<'_> {
                         reason: "Docker reports the container unhealthy".into(),
                     });
                 }
-                Some("healthy") => {
+                Some("healthy") if !self.fresh => {
                     return Ok(Verdict::Healthy {
                         after: start.elapsed(),
                         how: "Docker reports it healthy".into(),

@@ -73,7 +73,7 @@ impl Sink for GoLivePrinter<'_> {
                     c.name
                 ),
                 Started::AlreadyRunning => format!(
-                    "Container {} is this release's hot standby: running, drained, started again already",
+                    "Container {} is this release's hot standby (running, drained): nothing to start",
                     c.name
                 ),
                 Started::Recreated => format!("Container {} recreated", c.name),

@@ -31,10 +31,14 @@ pub const LABEL_ROLE: &str = "dev.dockmaster.role";
 pub const LABEL_RELEASE: &str = "dev.dockmaster.release";
 /// The compose settings an `app` container was created with (`Project::service_fingerprint`).
 pub const LABEL_CONFIG: &str = "dev.dockmaster.config";
+/// The token the proxy's control port asks of clients on its network addresses.
+pub const LABEL_CONTROL_TOKEN: &str = "dev.dockmaster.control-token";
 
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// `DOCKER_HOST`, or the local socket.
+    host: String,
 }
 
 /// What the engine says about one container of the service.
@@ -93,7 +97,13 @@ impl Engine {
             .await
             .map_err(|_| unreachable(&"no answer within 10s"))?
             .map_err(|e| unreachable(&e))?;
-        Ok(Engine { docker })
+        Ok(Engine { docker, host })
+    }
+
+    /// Is the engine on this machine (a unix socket)? Then its bridge networks' container
+    /// addresses are reachable from here, on Linux.
+    pub fn is_local(&self) -> bool {
+        self.host.starts_with("unix://")
     }
 
     pub async fn version(&self) -> Result<String> {

@@ -51,6 +51,11 @@ pub struct ProxyArgs {
     pub control: u16,
     #[arg(long, default_value = STATE_FILE)]
     pub state: PathBuf,
+    /// With a token, the control port also answers on the container's network addresses,
+    /// to clients that send the token (dockmaster on the engine's host, without a
+    /// `docker exec`); the container's own loopback needs none. Without one, only loopback.
+    #[arg(long, env = "DOCKMASTER_PROXY_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
 }
 
 struct Upstream {
@@ -315,22 +320,39 @@ pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let control = TcpListener::bind(("127.0.0.1", args.control)).await?;
+    let token = args.control_token.clone().filter(|t| !t.is_empty());
+    let bind = if token.is_some() {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
+    let control = TcpListener::bind((bind, args.control)).await?;
     let control_proxy = proxy.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = control.accept().await else {
+            let Ok((stream, peer)) = control.accept().await else {
                 continue;
             };
             let proxy = control_proxy.clone();
+            let token = token.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
-                // One line, bounded: a client that sends more gets refused, not buffered.
+                // One line, bounded in size and time: a client that sends more, or nothing,
+                // gets refused, not buffered or waited for.
                 let mut line = String::new();
-                let mut reader = BufReader::new(r.take(protocol::MAX_LINE as u64 + 1));
-                let reply = match reader.read_line(&mut line).await {
-                    Err(e) => Reply::Refused(format!("unreadable control line: {e}")),
-                    Ok(_) => match Control::parse(line.trim_end_matches(['\r', '\n'])) {
+                let mut reader = BufReader::new(r.take(protocol::MAX_LINE as u64 + 64));
+                let read =
+                    tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+                let line = line.trim_end_matches(['\r', '\n']);
+                let request = match (peer.ip().is_loopback(), &token) {
+                    (true, _) | (false, None) => Ok(line),
+                    (false, Some(t)) => protocol::authenticate(line, t),
+                };
+                let reply = match (read, request) {
+                    (Err(_), _) => Reply::Refused("no control line within 5s".into()),
+                    (Ok(Err(e)), _) => Reply::Refused(format!("unreadable control line: {e}")),
+                    (Ok(Ok(_)), Err(e)) => Reply::Refused(e.to_string()),
+                    (Ok(Ok(_)), Ok(line)) => match Control::parse(line) {
                         Ok(request) => proxy.answer(request).await,
                         Err(e) => Reply::Refused(e.to_string()),
                     },

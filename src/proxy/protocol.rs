@@ -75,6 +75,35 @@ pub enum ProtocolError {
     BadNumber { value: String, what: &'static str },
     #[error("the proxy's reply `{0}` is not one this dockmaster understands")]
     MalformedReply(String),
+    #[error("this control connection needs the proxy's token")]
+    Unauthorized,
+}
+
+/// A control line sent over the network (not through `docker exec` on the container's own
+/// loopback) starts with `auth <token>`: the token dockmaster generated when it set the proxy
+/// up, kept in the proxy container's label (readable only with access to the engine).
+pub fn with_token(token: &str, request: &Request) -> String {
+    format!("auth {token} {request}")
+}
+
+/// The request part of a network control line whose token is `token`.
+pub fn authenticate<'a>(line: &'a str, token: &str) -> Result<&'a str, ProtocolError> {
+    let rest = line
+        .strip_prefix("auth ")
+        .ok_or(ProtocolError::Unauthorized)?;
+    let (given, request) = rest.split_once(' ').ok_or(ProtocolError::Unauthorized)?;
+    // Compared in constant time: the answer must not tell how much of a guess was right.
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same && !token.is_empty() {
+        Ok(request)
+    } else {
+        Err(ProtocolError::Unauthorized)
+    }
 }
 
 impl Request {
@@ -298,6 +327,24 @@ mod tests {
         assert_eq!(
             Request::parse(&"x".repeat(MAX_LINE + 1)),
             Err(ProtocolError::TooLong)
+        );
+    }
+
+    #[test]
+    fn network_lines_need_the_token() {
+        let line = with_token("s3cret", &Request::Status);
+        assert_eq!(authenticate(&line, "s3cret"), Ok("status"));
+        assert_eq!(
+            authenticate(&line, "other!"),
+            Err(ProtocolError::Unauthorized)
+        );
+        assert_eq!(
+            authenticate("status", "s3cret"),
+            Err(ProtocolError::Unauthorized)
+        );
+        assert_eq!(
+            authenticate("auth  status", ""),
+            Err(ProtocolError::Unauthorized)
         );
     }
 

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use fs_err as fs;
 
 use super::{ComposeRuntime, check_protocol, compose_up, image_override, release_label};
-use crate::engine::{ContainerInfo, LABEL_CONFIG, LABEL_RELEASE, LABEL_ROLE, proxy_image};
+use crate::engine::{
+    ContainerInfo, LABEL_CONFIG, LABEL_CONTROL_TOKEN, LABEL_RELEASE, LABEL_ROLE, proxy_image,
+};
 use crate::error::{Error, Result};
 use crate::proxy::protocol::{Reply, Request};
 use crate::runtime::{Candidate, NotSwitched, ProxySetUp, Started, Switched, Target};
@@ -287,13 +289,30 @@ fn write_proxy_override(
     }
     command.push("\"--upstream\"".into());
     command.push(format!("\"{upstream}\""));
+    let token = control_token()?;
+    command.push("\"--control-token\"".into());
+    command.push(format!("\"{token}\""));
     let body = format!(
         "# Written by dockmaster: its switch proxy holds the service's name, container_name\n\
          # and ports, and sends traffic to the live release's container.\n\
-         services:\n  {svc}:\n    image: \"{image}\"\n    entrypoint: [\"/dockmaster\", \"proxy\"]\n    command: [{command}]\n    user: \"0:0\"\n    working_dir: \"/\"\n    healthcheck:\n      test: [\"CMD\", \"/dockmaster\", \"proxy-ctl\", \"health\"]\n      interval: 10s\n      timeout: 5s\n      retries: 3\n    labels:\n      {LABEL_ROLE}: proxy\n",
+         services:\n  {svc}:\n    image: \"{image}\"\n    entrypoint: [\"/dockmaster\", \"proxy\"]\n    command: [{command}]\n    user: \"0:0\"\n    working_dir: \"/\"\n    healthcheck:\n      test: [\"CMD\", \"/dockmaster\", \"proxy-ctl\", \"health\"]\n      interval: 10s\n      timeout: 5s\n      retries: 3\n    labels:\n      {LABEL_ROLE}: proxy\n      {LABEL_CONTROL_TOKEN}: \"{token}\"\n",
         svc = app.service,
         command = command.join(", "),
     );
     fs::write(&path, body).map_err(|e| Error::failed(e.to_string()))?;
     Ok(path)
+}
+
+/// 128 random bits, hex: the proxy's control token.
+fn control_token() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| {
+            Error::failed(format!(
+                "cannot read /dev/urandom for the proxy's token: {e}"
+            ))
+        })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
