@@ -56,6 +56,16 @@ impl Error {
         }
     }
 
+    /// A module's typed error as users see it: its kind (the exit code), its message and,
+    /// on the last line, its hint.
+    pub fn typed(kind: Kind, message: impl Into<String>, hint: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
     pub fn hint(mut self, hint: impl Into<String>) -> Error {
         self.hint = Some(hint.into());
         self

@@ -8,19 +8,71 @@
 //! SQLite in WAL mode with a busy timeout survives crashes (every write is a committed
 //! transaction) and concurrent readers (`status`, `history`) during a deploy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fs_err as fs;
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Kind;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong with the history database. `Display` is the message alone;
+/// [`Error::hint`] is the fix, which the conversion into [`crate::error::Error`] puts on its
+/// own `hint:` line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cannot open the history {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+
+    #[error("history database error in {}: {source}", path.display())]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl Error {
+    /// What the user can do about it: the last line of every message dockmaster prints.
+    pub fn hint(&self) -> String {
+        match self {
+            Error::StateDir { .. } | Error::Open { .. } => {
+                "pick a writable place with --state-dir".into()
+            }
+            Error::Database { .. } => {
+                "check the state directory's disk and permissions (--state-dir)".into()
+            }
+        }
+    }
+
+    /// The history failing is the operation failing: nothing the user typed was wrong.
+    pub fn kind(&self) -> Kind {
+        Kind::Failed
+    }
+}
+
+impl From<Error> for crate::error::Error {
+    fn from(e: Error) -> crate::error::Error {
+        crate::error::Error::typed(e.kind(), e.to_string(), e.hint())
+    }
+}
 
 pub struct History {
     conn: Connection,
     app: String,
+    /// The database file, for errors.
+    path: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,13 +157,14 @@ CREATE TABLE IF NOT EXISTS marks (
 
 impl History {
     pub fn open(state_dir: &Path, app: &str) -> Result<History> {
-        fs::create_dir_all(state_dir).map_err(|e| {
-            Error::failed(e.to_string()).hint("pick a writable place with --state-dir")
+        std::fs::create_dir_all(state_dir).map_err(|source| Error::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
         })?;
         let path = state_dir.join("history.db");
-        let err = |e: rusqlite::Error| {
-            Error::failed(format!("cannot open the history {}: {e}", path.display()))
-                .hint("pick a writable place with --state-dir")
+        let err = |source: rusqlite::Error| Error::Open {
+            path: path.clone(),
+            source,
         };
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
@@ -123,7 +176,15 @@ impl History {
         Ok(History {
             conn,
             app: app.to_string(),
+            path,
         })
+    }
+
+    fn db(&self, source: rusqlite::Error) -> Error {
+        Error::Database {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Record that an operation starts; returns its id.
@@ -142,7 +203,7 @@ impl History {
                     to
                 ],
             )
-            .map_err(db)?;
+            .map_err(|e| self.db(e))?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -152,7 +213,7 @@ impl History {
                 "UPDATE events SET to_release = ?2 WHERE id = ?1",
                 params![id, to],
             )
-            .map_err(db)?;
+            .map_err(|e| self.db(e))?;
         Ok(())
     }
 
@@ -163,7 +224,7 @@ impl History {
             .query_row("SELECT started_at FROM events WHERE id = ?1", [id], |r| {
                 r.get(0)
             })
-            .map_err(db)?;
+            .map_err(|e| self.db(e))?;
         let ended = Timestamp::now();
         let ms = started
             .parse::<Timestamp>()
@@ -174,7 +235,7 @@ impl History {
                 "UPDATE events SET ended_at = ?2, outcome = ?3, duration_ms = ?4, reason = ?5 WHERE id = ?1",
                 params![id, ended.to_string(), outcome.as_str(), ms, reason],
             )
-            .map_err(db)?;
+            .map_err(|e| self.db(e))?;
         Ok(())
     }
 
@@ -187,7 +248,7 @@ impl History {
                  WHERE app = ?1 AND outcome = 'running'",
                 [&self.app],
             )
-            .map_err(db)
+            .map_err(|e| self.db(e))
     }
 
     /// Record that an operation starts. The returned guard records how it ended exactly
@@ -223,7 +284,7 @@ impl History {
                  ON CONFLICT (app, tag) DO UPDATE SET mark = excluded.mark, at = excluded.at",
                 params![self.app, tag, mark.as_str(), now()],
             )
-            .map_err(db)?;
+            .map_err(|e| self.db(e))?;
         Ok(())
     }
 
@@ -231,15 +292,15 @@ impl History {
         let mut stmt = self
             .conn
             .prepare("SELECT tag, mark FROM marks WHERE app = ?1")
-            .map_err(db)?;
+            .map_err(|e| self.db(e))?;
         let rows = stmt
             .query_map([&self.app], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })
-            .map_err(db)?;
+            .map_err(|e| self.db(e))?;
         let mut out = std::collections::HashMap::new();
         for row in rows {
-            let (tag, mark) = row.map_err(db)?;
+            let (tag, mark) = row.map_err(|e| self.db(e))?;
             let mark = if mark == "failed" {
                 Mark::Failed
             } else {
@@ -258,7 +319,7 @@ impl History {
                 "SELECT id, started_at, ended_at, user, host, command, from_release, to_release, outcome, duration_ms, reason
                  FROM events WHERE app = ?1 ORDER BY id DESC LIMIT ?2",
             )
-            .map_err(db)?;
+            .map_err(|e| self.db(e))?;
         let rows = stmt
             .query_map(params![self.app, limit], |r| {
                 Ok(Event {
@@ -275,8 +336,9 @@ impl History {
                     reason: r.get(10)?,
                 })
             })
-            .map_err(db)?;
-        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db)
+            .map_err(|e| self.db(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.db(e))
     }
 
     /// The release the last finished deploy or rollback left live, by dockmaster's record.
@@ -291,7 +353,7 @@ impl History {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(db)
+            .map_err(|e| self.db(e))
             .map(Option::flatten)
     }
 }
@@ -316,7 +378,7 @@ impl Recording<'_> {
 
     /// Record an operation that stopped with `error`: interrupted if the user asked it to
     /// stop, else failed, with the error's first line as the reason.
-    pub fn end_with_error(self, error: &Error) -> Result<()> {
+    pub fn end_with_error(self, error: &crate::error::Error) -> Result<()> {
         let outcome = if crate::interrupt::requested() {
             Outcome::Interrupted
         } else {
@@ -343,14 +405,47 @@ fn now() -> String {
     Timestamp::now().to_string()
 }
 
-fn db(e: rusqlite::Error) -> Error {
-    Error::failed(format!("history database error: {e}"))
-        .hint("check the state directory's disk and permissions (--state-dir)")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::exit;
+
+    #[test]
+    fn history_errors_name_the_path_and_fail_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let e = match History::open(&file, "app") {
+            Err(e) => crate::error::Error::from(e),
+            Ok(_) => panic!("a history under a file"),
+        };
+        assert_eq!(e.code(), exit::FAILED);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot create the state directory {}",
+                file.display()
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with("\nhint: pick a writable place with --state-dir"));
+
+        let e = crate::error::Error::from(Error::Database {
+            path: "/var/lib/dockmaster/history.db".into(),
+            source: rusqlite::Error::QueryReturnedNoRows,
+        });
+        assert_eq!(e.code(), exit::FAILED);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("history database error in /var/lib/dockmaster/history.db: "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "\nhint: check the state directory's disk and permissions (--state-dir)"
+            )
+        );
+    }
 
     #[test]
     fn events_round_trip_and_abandoned_runs_are_closed() {

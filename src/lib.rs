@@ -85,14 +85,16 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     interrupt::install();
-    let app = App::resolve(&cli.global)?;
+    // Through the user-facing error: its kind is the exit code, its hint the last line.
+    let app = App::resolve(&cli.global).map_err(error::Error::from)?;
     let engine = match (Engine::connect().await, &cli.command) {
         (Ok(e), _) => e,
         // doctor's first check is the engine: without one it still reports the rest.
         (Err(e), Command::Doctor(a)) => {
             return Ok(commands::doctor::run_without_engine(&app, e.to_string(), a.json).await?);
         }
-        (Err(e), _) => return Err(e.into()),
+        // Through the user-facing error, so that the message ends in its hint.
+        (Err(e), _) => return Err(error::Error::from(e).into()),
     };
     let ctx = Ctx {
         rt: ComposeRuntime::new(app, engine),

@@ -9,10 +9,82 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Kind;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the lock was not taken. `Display` is the message alone; [`Error::hint`] is the fix,
+/// which the conversion into [`crate::error::Error`] puts on its own `hint:` line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another process holds it (exit 3). `holder` is what it wrote in the lock file, when
+    /// that was readable.
+    #[error("another operation holds the lock for {app}{}: {}",
+        match waited { Some(w) => format!(" (waited {})", crate::output::human_duration(*w)), None => String::new() },
+        match holder {
+            Some(h) => format!("`dockmaster {}` by {}@{} (pid {}) since {}", h.command, h.user, h.host, h.pid, h.since),
+            None => "another dockmaster process".to_string(),
+        }
+    )]
+    Held {
+        app: String,
+        /// Boxed: it is large, and `Result<Lock>` is on every command's path.
+        holder: Option<Box<Holder>>,
+        /// How long this process waited for it (`--wait-lock`).
+        waited: Option<Duration>,
+    },
+
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cannot open the lock {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// What the user can do about it: the last line of every message dockmaster prints.
+    pub fn hint(&self) -> String {
+        match self {
+            Error::Held { .. } => {
+                "wait for it to finish, or pass --wait-lock 5m to wait here".into()
+            }
+            Error::StateDir { .. } | Error::Open { .. } => {
+                "pick a writable place with --state-dir".into()
+            }
+            Error::Lock { .. } => {
+                "the state directory must be on a file system with file locks (not every network share has them): pick another with --state-dir".into()
+            }
+        }
+    }
+
+    /// A held lock is its own outcome (exit 3): nothing failed, someone else is at work.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Held { .. } => Kind::Locked,
+            _ => Kind::Failed,
+        }
+    }
+}
+
+impl From<Error> for crate::error::Error {
+    fn from(e: Error) -> crate::error::Error {
+        crate::error::Error::typed(e.kind(), e.to_string(), e.hint())
+    }
+}
 
 pub struct Lock {
     // Held for its Drop: closing the file releases the lock.
@@ -20,7 +92,7 @@ pub struct Lock {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Holder {
     pub pid: u32,
     pub user: String,
@@ -37,8 +109,9 @@ impl Lock {
         command: &str,
         wait: Option<Duration>,
     ) -> Result<Lock> {
-        fs::create_dir_all(state_dir).map_err(|e| {
-            Error::failed(e.to_string()).hint("pick a writable place with --state-dir")
+        std::fs::create_dir_all(state_dir).map_err(|source| Error::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
         })?;
         let path = state_dir.join(format!("{app}.lock"));
         let mut file = File::options()
@@ -47,9 +120,9 @@ impl Lock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| {
-                Error::failed(format!("cannot open the lock {}: {e}", path.display()))
-                    .hint("pick a writable place with --state-dir")
+            .map_err(|source| Error::Open {
+                path: path.clone(),
+                source,
             })?;
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
@@ -60,29 +133,17 @@ impl Lock {
                         std::thread::sleep(Duration::from_millis(200));
                         continue;
                     }
+                    // Only information for the message: unreadable is "someone".
                     let mut text = String::new();
                     let _ = file.read_to_string(&mut text);
-                    let who = match serde_json::from_str::<Holder>(&text) {
-                        Ok(h) => format!(
-                            "`dockmaster {}` by {}@{} (pid {}) since {}",
-                            h.command, h.user, h.host, h.pid, h.since
-                        ),
-                        Err(_) => "another dockmaster process".to_string(),
-                    };
-                    let waited = match wait {
-                        Some(w) => format!(" (waited {})", crate::output::human_duration(w)),
-                        None => String::new(),
-                    };
-                    return Err(Error::locked(format!(
-                        "another operation holds the lock for {app}{waited}: {who}"
-                    ))
-                    .hint("wait for it to finish, or pass --wait-lock 5m to wait here"));
+                    return Err(Error::Held {
+                        app: app.to_string(),
+                        holder: serde_json::from_str::<Holder>(&text).ok().map(Box::new),
+                        waited: wait,
+                    });
                 }
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::failed(format!(
-                        "cannot lock {}: {e}",
-                        path.display()
-                    )));
+                Err(TryLockError::Error(source)) => {
+                    return Err(Error::Lock { path, source });
                 }
             }
         }
@@ -120,5 +181,58 @@ impl Lock {
             },
             Err(_) => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::exit;
+
+    #[test]
+    fn a_held_lock_names_its_holder_and_exits_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Lock::acquire(dir.path(), "app", "deploy", None).unwrap();
+        // flock belongs to the open file, so a second open in this process is refused too.
+        let e = match Lock::acquire(dir.path(), "app", "prune", None) {
+            Err(e) => e,
+            Ok(_) => panic!("the lock was taken twice"),
+        };
+        assert!(matches!(&e, Error::Held { holder: Some(h), .. } if h.command == "deploy"));
+        let e = crate::error::Error::from(e);
+        assert_eq!(e.code(), exit::LOCKED);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("another operation holds the lock for app: `dockmaster deploy` by "),
+            "{text}"
+        );
+        assert!(
+            text.contains(" (pid ") && text.contains(") since "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\nhint: wait for it to finish, or pass --wait-lock 5m to wait here")
+        );
+    }
+
+    #[test]
+    fn an_unusable_state_directory_names_it_and_points_to_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let e = match Lock::acquire(&file, "app", "deploy", None) {
+            Err(e) => crate::error::Error::from(e),
+            Ok(_) => panic!("a lock under a file"),
+        };
+        assert_eq!(e.code(), exit::FAILED);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot create the state directory {}",
+                file.display()
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with("\nhint: pick a writable place with --state-dir"));
     }
 }

@@ -3,14 +3,127 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fs_err as fs;
 use serde::Deserialize;
 
 use crate::cli::{GlobalArgs, parse_duration};
 use crate::compose::{Build, Project};
-use crate::error::{Error, Result};
+use crate::error::Kind;
 
 pub const CONFIG_FILE: &str = "dockmaster.toml";
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What is wrong with the app's settings (dockmaster.toml, the compose file, the
+/// environment). `Display` is the message alone; [`Error::hint`] is the fix, which the
+/// conversion into [`crate::error::Error`] puts on its own `hint:` line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The compose project itself (its own hints).
+    #[error(transparent)]
+    Compose(#[from] crate::compose::Error),
+
+    #[error("cannot read the working directory: {source}")]
+    WorkingDirectory { source: std::io::Error },
+
+    #[error("cannot read {}: {source}", path.display())]
+    ConfigUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{} is not valid: {reason}", path.display())]
+    InvalidConfig { path: PathBuf, reason: String },
+
+    /// `reason` names the value (`cli::parse_duration`'s words).
+    #[error("{key} in {CONFIG_FILE}: {reason}")]
+    BadDuration {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+
+    #[error("[health] in {CONFIG_FILE} needs both `path` and `port` for an HTTP probe")]
+    IncompleteProbe {
+        path: PathBuf,
+        /// The key that is set; the other one is missing.
+        given: &'static str,
+    },
+
+    #[error("no service in {files} has `build:`, so there is nothing to release")]
+    NoBuildableService { files: String },
+
+    #[error("{files} has several services with `build:`: {}", services.join(", "))]
+    SeveralBuildable {
+        files: String,
+        services: Vec<String>,
+    },
+
+    #[error(
+        "service `{service}` in {files} has no `build:`, so there is nothing to build a release from"
+    )]
+    NotBuildable { service: String, files: String },
+
+    #[error("`{repository}` is not a valid image repository name")]
+    BadRepository { repository: String },
+
+    #[error("{name}={value:?} is not a duration: {reason}")]
+    BadEnvDuration {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Error {
+    /// What the user can do about it: the last line of every message dockmaster prints.
+    pub fn hint(&self) -> String {
+        match self {
+            Error::Compose(e) => e.hint(),
+            Error::WorkingDirectory { .. } => {
+                "run dockmaster from a directory that exists and this user can read".into()
+            }
+            Error::ConfigUnreadable { .. } => {
+                "make it readable by this user, or remove it to use the defaults".into()
+            }
+            Error::InvalidConfig { .. } => "the README lists every key dockmaster.toml takes".into(),
+            Error::BadDuration { path, key, .. } => format!(
+                "fix {key} in {}: a number of seconds or a duration such as 90s, 5m or 14d",
+                path.display()
+            ),
+            Error::IncompleteProbe { path, given } => {
+                let missing = if *given == "path" { "port" } else { "path" };
+                format!(
+                    "add `{missing}` under [health] in {} (or remove `{given}` to let the gate use the health check or the settle time)",
+                    path.display()
+                )
+            }
+            Error::NoBuildableService { .. } => "dockmaster releases a service built from source: add `build:` to it, or pass the right file with -f".into(),
+            Error::SeveralBuildable { services, .. } => format!(
+                "pick one with --service (e.g. --service {}) or `service = \"…\"` in {CONFIG_FILE}",
+                services.first().map_or("…", String::as_str)
+            ),
+            Error::NotBuildable { .. } => "dockmaster releases a service built from source: add `build: .` (or the path to its Dockerfile's directory)".into(),
+            Error::BadRepository { .. } => "repository names are lower case letters, digits and . _ - / (set `image` in dockmaster.toml)".into(),
+            Error::BadEnvDuration { .. } => "write it as e.g. 500ms, 2s or 1m".into(),
+        }
+    }
+
+    /// Settings are the user's to fix before anything changes; only a working directory
+    /// that cannot be read, or a broken compose program, is a failure.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Compose(e) => e.kind(),
+            Error::WorkingDirectory { .. } => Kind::Failed,
+            _ => Kind::BadInput,
+        }
+    }
+}
+
+impl From<Error> for crate::error::Error {
+    fn from(e: Error) -> crate::error::Error {
+        crate::error::Error::typed(e.kind(), e.to_string(), e.hint())
+    }
+}
 
 /// `dockmaster.toml`, beside the (first) compose file. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -103,12 +216,13 @@ impl Env {
             compose_program: var("DOCKMASTER_COMPOSE")
                 .map(|p| p.split_whitespace().map(str::to_string).collect()),
             sizes_wait: match var("DOCKMASTER_SIZES_WAIT") {
-                Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
-                    Error::bad_input(format!(
-                        "DOCKMASTER_SIZES_WAIT={v:?} is not a duration: {e}"
-                    ))
-                    .hint("write it as e.g. 500ms, 2s or 1m")
-                })?,
+                Some(v) => {
+                    humantime::parse_duration(v.trim()).map_err(|e| Error::BadEnvDuration {
+                        name: "DOCKMASTER_SIZES_WAIT",
+                        reason: e.to_string(),
+                        value: v,
+                    })?
+                }
                 None => Duration::from_secs(2),
             },
             buildkit: var("DOCKER_BUILDKIT").map(|v| v.trim() != "0"),
@@ -193,16 +307,19 @@ pub struct App {
 impl App {
     pub fn resolve(global: &GlobalArgs) -> Result<App> {
         let env = Env::from_process()?;
-        let cwd = std::env::current_dir()
-            .map_err(|e| Error::failed(format!("cannot read the working directory: {e}")))?;
+        let cwd = std::env::current_dir().map_err(|source| Error::WorkingDirectory { source })?;
         let project = Project::load(&global.files, &cwd)?;
         let config_path = project.dir.join(CONFIG_FILE);
         let (config, config_path) = if config_path.is_file() {
-            let text =
-                fs::read_to_string(&config_path).map_err(|e| Error::bad_input(e.to_string()))?;
-            let config: Config = toml::from_str(&text).map_err(|e| {
-                Error::bad_input(format!("{} is not valid: {e}", config_path.display()))
-                    .hint("the README lists every key dockmaster.toml takes")
+            let text = std::fs::read_to_string(&config_path).map_err(|source| {
+                Error::ConfigUnreadable {
+                    path: config_path.clone(),
+                    source,
+                }
+            })?;
+            let config: Config = toml::from_str(&text).map_err(|e| Error::InvalidConfig {
+                path: config_path.clone(),
+                reason: e.to_string(),
             })?;
             (config, Some(config_path))
         } else {
@@ -215,11 +332,10 @@ impl App {
         )?;
         let service = project.service(&service_name)?;
         let Some(build) = service.build.clone() else {
-            return Err(Error::bad_input(format!(
-                "service `{service_name}` in {} has no `build:`, so there is nothing to build a release from",
-                project.files_display()
-            ))
-            .hint("dockmaster releases a service built from source: add `build: .` (or the path to its Dockerfile's directory)"));
+            return Err(Error::NotBuildable {
+                service: service_name,
+                files: project.files_display(),
+            });
         };
         let template = service.image_template(&project)?;
         let repository = match (&config.image, &template) {
@@ -246,11 +362,18 @@ impl App {
             )
         });
 
-        let dur = |v: &Option<String>, key: &str, default: Duration| -> Result<Duration> {
+        // Only a value read from the file can be bad, so the file is there to name.
+        let config_file = config_path
+            .clone()
+            .unwrap_or_else(|| project.dir.join(CONFIG_FILE));
+        let dur = |v: &Option<String>, key: &'static str, default: Duration| -> Result<Duration> {
             match v {
                 None => Ok(default),
-                Some(s) => parse_duration(s)
-                    .map_err(|e| Error::bad_input(format!("{key} in {CONFIG_FILE}: {e}"))),
+                Some(s) => parse_duration(s).map_err(|reason| Error::BadDuration {
+                    path: config_file.clone(),
+                    key,
+                    reason,
+                }),
             }
         };
         let health = HealthSettings {
@@ -267,10 +390,11 @@ impl App {
             http: match (&config.health.path, config.health.port) {
                 (Some(p), Some(port)) => Some((p.clone(), port)),
                 (None, None) => None,
-                _ => {
-                    return Err(Error::bad_input(format!(
-                        "[health] in {CONFIG_FILE} needs both `path` and `port` for an HTTP probe"
-                    )));
+                (given, _) => {
+                    return Err(Error::IncompleteProbe {
+                        path: config_file.clone(),
+                        given: if given.is_some() { "path" } else { "port" },
+                    });
                 }
             },
             settle: dur(
@@ -347,20 +471,13 @@ fn pick_service(project: &Project, wanted: Option<&str>) -> Result<String> {
     }
     match buildable.len() {
         1 => Ok(buildable.remove(0)),
-        0 => Err(Error::bad_input(format!(
-            "no service in {} has `build:`, so there is nothing to release",
-            project.files_display()
-        ))
-        .hint("dockmaster releases a service built from source: add `build:` to it, or pass the right file with -f")),
-        _ => Err(Error::bad_input(format!(
-            "{} has several services with `build:`: {}",
-            project.files_display(),
-            buildable.join(", ")
-        ))
-        .hint(format!(
-            "pick one with --service (e.g. --service {}) or `service = \"…\"` in {CONFIG_FILE}",
-            buildable[0]
-        ))),
+        0 => Err(Error::NoBuildableService {
+            files: project.files_display(),
+        }),
+        _ => Err(Error::SeveralBuildable {
+            files: project.files_display(),
+            services: buildable,
+        }),
     }
 }
 
@@ -372,8 +489,9 @@ fn validate_repository(repo: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::bad_input(format!("`{repo}` is not a valid image repository name"))
-            .hint("repository names are lower case letters, digits and . _ - / (set `image` in dockmaster.toml)"))
+        Err(Error::BadRepository {
+            repository: repo.to_string(),
+        })
     }
 }
 
@@ -384,5 +502,78 @@ fn default_state_dir() -> PathBuf {
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         Some(home) => Path::new(&home).join(".local/state/dockmaster"),
         None => PathBuf::from("/var/lib/dockmaster"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::exit;
+
+    fn user_facing(e: Error) -> (u8, String) {
+        let e = crate::error::Error::from(e);
+        (e.code(), e.to_string())
+    }
+
+    #[test]
+    fn bad_settings_are_bad_input_that_name_the_key_and_the_file() {
+        let (code, text) = user_facing(Error::BadDuration {
+            path: "/srv/app/dockmaster.toml".into(),
+            key: "[health] timeout",
+            reason: "`soon` is not a duration (x); try 90s, 5m or 14d".into(),
+        });
+        assert_eq!(code, exit::BAD_INPUT);
+        assert!(text.starts_with("[health] timeout in dockmaster.toml: `soon` is not a duration"));
+        assert!(
+            text.ends_with("\nhint: fix [health] timeout in /srv/app/dockmaster.toml: a number of seconds or a duration such as 90s, 5m or 14d"),
+            "{text}"
+        );
+
+        let (code, text) = user_facing(Error::IncompleteProbe {
+            path: "/srv/app/dockmaster.toml".into(),
+            given: "path",
+        });
+        assert_eq!(code, exit::BAD_INPUT);
+        assert!(text.contains("\nhint: add `port` under [health] in /srv/app/dockmaster.toml"));
+
+        let (code, text) = user_facing(Error::SeveralBuildable {
+            files: "compose.yml".into(),
+            services: vec!["app".into(), "worker".into()],
+        });
+        assert_eq!(code, exit::BAD_INPUT);
+        assert!(text.starts_with("compose.yml has several services with `build:`: app, worker\nhint: pick one with --service (e.g. --service app)"));
+    }
+
+    #[test]
+    fn the_environment_and_the_repository_name_are_checked_with_a_hint() {
+        let (code, text) = user_facing(Error::BadEnvDuration {
+            name: "DOCKMASTER_SIZES_WAIT",
+            value: "later".into(),
+            reason: "expected number".into(),
+        });
+        assert_eq!(code, exit::BAD_INPUT);
+        assert_eq!(
+            text,
+            "DOCKMASTER_SIZES_WAIT=\"later\" is not a duration: expected number\nhint: write it as e.g. 500ms, 2s or 1m"
+        );
+        let e = match validate_repository("My_App") {
+            Err(e) => e,
+            Ok(()) => panic!("an upper-case repository passed"),
+        };
+        let (code, text) = user_facing(e);
+        assert_eq!(code, exit::BAD_INPUT);
+        assert!(text.starts_with("`My_App` is not a valid image repository name\nhint: "));
+    }
+
+    #[test]
+    fn compose_errors_keep_their_own_kind_and_hint() {
+        let (code, text) = user_facing(Error::from(crate::compose::Error::ProgramMissing {
+            configured: None,
+        }));
+        assert_eq!(code, exit::FAILED);
+        assert!(
+            text.contains("\nhint: install the compose plugin"),
+            "{text}"
+        );
     }
 }

@@ -373,7 +373,7 @@ async fn prepare(
             }
             };
             let built = tokio::select! {
-                r = engine::build(&req, &mut on) => r,
+                r = engine::build(&req, &mut on) => r.map_err(Error::from),
                 _ = interrupt::wait() => Err(Error::failed("interrupted during the build; nothing live was changed")
                         .hint("run `dockmaster deploy` again when ready")),
             };
@@ -494,5 +494,5 @@ async fn dry_run(
     if args.json {
         p.json(&report);
     }
-    clean.map(|_| exit::OK)
+    Ok(clean.map(|_| exit::OK)?)
 }

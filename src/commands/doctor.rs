@@ -255,7 +255,7 @@ async fn checkout(app: &App) -> Vec<Check> {
                 ),
                 Ok(Err(e)) => fail(
                     "remote",
-                    format!("cannot reach {}: {}", up.remote, first_line(&e.to_string())),
+                    format!("cannot reach {}: {}", up.remote, first_line(&e.git_said())),
                     "check the network and the credentials (`git fetch` by hand shows the same error)",
                 ),
                 Err(_) => fail(
@@ -265,15 +265,7 @@ async fn checkout(app: &App) -> Vec<Check> {
                 ),
             });
         }
-        Err(e) => out.push(fail(
-            "branch",
-            first_line(&e.to_string()),
-            e.to_string()
-                .lines()
-                .nth(1)
-                .unwrap_or("check out the branch you deploy")
-                .to_string(),
-        )),
+        Err(e) => out.push(fail("branch", first_line(&e.to_string()), e.hint())),
     }
     out
 }

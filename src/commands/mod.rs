@@ -51,7 +51,7 @@ impl Ctx {
     }
 
     pub fn history(&self) -> Result<History> {
-        History::open(&self.app().state_dir, &self.app().id())
+        Ok(History::open(&self.app().state_dir, &self.app().id())?)
     }
 }
 

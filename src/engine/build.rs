@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 
 /// What a build reports while it runs; the caller's printer words it (the engine never
 /// prints).
@@ -55,8 +55,10 @@ pub async fn build(req: &BuildRequest, on: &mut dyn FnMut(BuildEvent<'_>)) -> Re
         .cloned()
         .collect();
     run_build_retrying(req, on, &first, None, Some(&iid)).await?;
-    let base = std::fs::read_to_string(&iid)
-        .map_err(|e| Error::failed(format!("the build left no image id ({e})")))?;
+    let base = std::fs::read_to_string(&iid).map_err(|e| Error::NoImageId {
+        image: req.image.clone(),
+        reason: e.to_string(),
+    })?;
     let _ = std::fs::remove_file(&iid);
     let labels: Vec<String> = req
         .labels
@@ -75,26 +77,23 @@ pub async fn build(req: &BuildRequest, on: &mut dyn FnMut(BuildEvent<'_>)) -> Re
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     tracing::debug!(?cmd, %dockerfile, "docker build (labels)");
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::failed(format!("cannot run `docker build`: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| Error::BuildNotRun {
+        reason: e.to_string(),
+    })?;
+    let io = |e: std::io::Error| Error::BuildIo {
+        image: req.image.clone(),
+        reason: e.to_string(),
+    };
     if let Some(mut stdin) = child.stdin.take() {
         use tokio::io::AsyncWriteExt;
-        stdin
-            .write_all(dockerfile.as_bytes())
-            .await
-            .map_err(|e| Error::failed(format!("cannot write to `docker build`: {e}")))?;
+        stdin.write_all(dockerfile.as_bytes()).await.map_err(io)?;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| Error::failed(format!("`docker build` failed to run: {e}")))?;
+    let out = child.wait_with_output().await.map_err(io)?;
     if !out.status.success() {
-        return Err(Error::failed(format!(
-            "labelling {} failed: {}",
-            req.image,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::LabelFailed {
+            image: req.image.clone(),
+            output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -134,9 +133,14 @@ async fn run_build_retrying(
     tag: Option<&str>,
     iidfile: Option<&std::path::Path>,
 ) -> Result<()> {
-    // The CLI reports this only as text: no status code to match instead.
     match run_build(req, on, labels, tag, iidfile).await {
-        Err(e) if e.to_string().contains("unknown parent image ID") => {
+        // The builder's output is the only signal: the CLI exits 1 for every failed build
+        // and gives no status code or error type to match instead.
+        Err(Error::BuildFailed { last_lines, .. })
+            if last_lines
+                .iter()
+                .any(|l| l.contains("unknown parent image ID")) =>
+        {
             on(BuildEvent::Retrying);
             run_build(req, on, labels, tag, iidfile).await
         }
@@ -178,8 +182,8 @@ async fn run_build(
     // The build is ours to stop: if dockmaster is interrupted, the build goes with it.
     cmd.kill_on_drop(true);
     tracing::debug!(?cmd, "docker build");
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::failed(format!("cannot run `docker build`: {e}")).hint("install the docker CLI")
+    let mut child = cmd.spawn().map_err(|e| Error::BuildNotRun {
+        reason: e.to_string(),
     })?;
     let stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
     let stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
@@ -197,27 +201,25 @@ async fn run_build(
         }
         tail.push_back(line);
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| Error::failed(format!("`docker build` failed to run: {e}")))?;
+    let status = child.wait().await.map_err(|e| Error::BuildIo {
+        image: req.image.clone(),
+        reason: e.to_string(),
+    })?;
     tracing::debug!(?status, "docker build finished");
     if status.success() {
         return Ok(());
     }
-    let lines: Vec<String> = tail.into_iter().collect();
-    let space = lines.iter().any(|l| l.contains("no space left on device"));
-    let err = Error::failed(format!(
-        "the build of {} failed ({status}); its last lines:\n  {}",
-        req.image,
-        lines.join("\n  ")
-    ));
-    Err(if space {
-        err.hint("the disk is full: `dockmaster prune` and `docker image prune` free space; nothing live was changed")
-    } else {
-        err.hint(
-            "fix the build (the lines above say where) and deploy again; nothing live was changed",
-        )
+    let last_lines: Vec<String> = tail.into_iter().collect();
+    // The builder's output is the only signal of a full disk: the CLI exits 1 whatever
+    // the reason.
+    let disk_full = last_lines
+        .iter()
+        .any(|l| l.contains("no space left on device"));
+    Err(Error::BuildFailed {
+        image: req.image.clone(),
+        status: status.to_string(),
+        last_lines,
+        disk_full,
     })
 }
 

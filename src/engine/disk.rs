@@ -12,8 +12,8 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
+use super::error::{Error, Result};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ImageUsage {
@@ -91,17 +91,23 @@ impl Engine {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let body = loop {
             match raw_get(&path).await {
-                Err(e)
-                    if e.to_string().contains("already running")
-                        && std::time::Instant::now() < deadline =>
+                // The refusal is an HTTP 500 like any other failure of the count: its text
+                // is the only thing that tells "busy, ask again" from "broken".
+                Err(Error::DiskUsageUnavailable {
+                    status: Some(500),
+                    reason,
+                    ..
+                }) if reason.contains("already running")
+                    && std::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 other => break other?,
             }
         };
-        let raw: Raw = serde_json::from_slice(&body)
-            .map_err(|e| Error::failed(format!("the engine's disk usage is unreadable: {e}")))?;
+        let raw: Raw = serde_json::from_slice(&body).map_err(|e| Error::DiskUsageUnreadable {
+            reason: e.to_string(),
+        })?;
         let (layers, items) = match (raw.images, raw.image_usage) {
             (Some(images), _) => (raw.layers_size.unwrap_or(0), images),
             (None, Some(u)) => (u.total_size.unwrap_or(0), u.items.unwrap_or_default()),
@@ -130,10 +136,10 @@ impl Engine {
 pub(crate) async fn raw_get(path: &str) -> Result<Vec<u8>> {
     let host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let fail = |e: &dyn std::fmt::Display| {
-        Error::failed(format!(
-            "cannot ask the Docker engine at {host} for disk use: {e}"
-        ))
+    let fail = |e: &dyn std::fmt::Display| Error::DiskUsageUnavailable {
+        host: host.clone(),
+        status: None,
+        reason: e.to_string(),
     };
     let req = hyper::Request::get(path)
         .header("Host", "docker")
@@ -154,33 +160,42 @@ pub(crate) async fn raw_get(path: &str) -> Result<Vec<u8>> {
             &"only unix:// and tcp:// engines are supported for this",
         ));
     };
-    let body = resp.map_err(|e| fail(&e))?;
-    Ok(body)
+    resp.map_err(|(status, reason)| Error::DiskUsageUnavailable {
+        host: host.clone(),
+        status,
+        reason,
+    })
 }
 
+/// The body of a successful answer; else the HTTP status (when the engine answered) and
+/// what went wrong.
 async fn send<S>(
     stream: S,
     req: hyper::Request<Empty<Bytes>>,
-) -> std::result::Result<Vec<u8>, String>
+) -> std::result::Result<Vec<u8>, (Option<u16>, String)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let no_answer = |e: hyper::Error| (None, e.to_string());
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(no_answer)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(no_answer)?;
     let status = resp.status();
     let body = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(no_answer)?
         .to_bytes();
     if !status.is_success() {
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        return Err((
+            Some(status.as_u16()),
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
     }
     Ok(body.to_vec())
 }

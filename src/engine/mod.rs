@@ -3,6 +3,7 @@
 
 mod build;
 pub mod disk;
+mod error;
 pub mod proxy_image;
 
 use std::collections::HashMap;
@@ -17,10 +18,9 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use jiff::Timestamp;
 
-pub use build::{BuildEvent, BuildRequest, build};
-
-use crate::error::{Error, Result};
 use crate::release::{self, Release, Tag};
+pub use build::{BuildEvent, BuildRequest, build};
+pub use error::{Error, Result};
 
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
 pub const LABEL_SERVICE: &str = "com.docker.compose.service";
@@ -88,9 +88,9 @@ impl Engine {
     pub async fn connect() -> Result<Engine> {
         let host =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let unreachable = |e: &dyn std::fmt::Display| {
-            Error::failed(format!("cannot reach the Docker engine at {host}: {e}"))
-                .hint("start it (`systemctl start docker`), or point DOCKER_HOST at it; `docker info` shows the same problem")
+        let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable {
+            host: host.clone(),
+            reason: e.to_string(),
         };
         let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
         let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
@@ -107,7 +107,11 @@ impl Engine {
     }
 
     pub async fn version(&self) -> Result<String> {
-        let v = self.docker.version().await.map_err(api_error)?;
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| Error::api("asking its version", e))?;
         Ok(format!(
             "{} (API {})",
             v.version.unwrap_or_default(),
@@ -121,7 +125,10 @@ impl Engine {
         let opts = ListImagesOptionsBuilder::default()
             .filters(&filters)
             .build();
-        self.docker.list_images(Some(opts)).await.map_err(api_error)
+        self.docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| Error::api(format!("listing the images of {repository}"), e))
     }
 
     /// Every release of the repository, newest first. An image carrying several release
@@ -166,7 +173,7 @@ impl Engine {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(e) => Err(api_error(e)),
+            Err(e) => Err(Error::api(format!("inspecting image {reference}"), e)),
         }
     }
 
@@ -175,10 +182,16 @@ impl Engine {
             .repo(repository)
             .tag(tag)
             .build();
-        self.docker
-            .tag_image(image, Some(opts))
-            .await
-            .map_err(|e| Error::failed(format!("cannot tag {image} as {repository}:{tag}: {e}")))
+        self.docker.tag_image(image, Some(opts)).await.map_err(|e| {
+            let (status, message) = error::status_and_message(e);
+            Error::TagFailed {
+                image: image.to_string(),
+                repository: repository.to_string(),
+                tag: tag.to_string(),
+                status,
+                message,
+            }
+        })
     }
 
     /// Remove one tag (the image goes when its last tag does and no container uses it).
@@ -188,7 +201,7 @@ impl Engine {
             .remove_image(reference, Some(opts), None)
             .await
             .map(|_| ())
-            .map_err(|e| Error::failed(format!("cannot remove {reference}: {e}")))
+            .map_err(|e| remove_refused(reference, e))
     }
 
     /// Untagged images left by this app's builds (they carry `dev.dockmaster.app`).
@@ -199,7 +212,10 @@ impl Engine {
         let opts = ListImagesOptionsBuilder::default()
             .filters(&filters)
             .build();
-        self.docker.list_images(Some(opts)).await.map_err(api_error)
+        self.docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| Error::api("listing this app's untagged build leftovers", e))
     }
 
     /// Remove an image by id; refused (an error) while a container uses it.
@@ -209,7 +225,7 @@ impl Engine {
             .remove_image(id, Some(opts), None)
             .await
             .map(|_| ())
-            .map_err(|e| Error::failed(format!("cannot remove image {id}: {e}")))
+            .map_err(|e| remove_refused(id, e))
     }
 
     /// The containers compose made for the service (running or not, no one-off `run`s).
@@ -249,7 +265,7 @@ impl Engine {
         self.docker
             .list_containers(Some(opts))
             .await
-            .map_err(api_error)
+            .map_err(|e| Error::api(format!("listing the containers of service {service}"), e))
     }
 
     /// Every container (running or not), for "which images are in use".
@@ -258,7 +274,7 @@ impl Engine {
         self.docker
             .list_containers(Some(opts))
             .await
-            .map_err(api_error)
+            .map_err(|e| Error::api("listing all containers", e))
     }
 
     /// The service's container that runs now, else its newest one.
@@ -284,7 +300,7 @@ impl Engine {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(e) => Err(api_error(e)),
+            Err(e) => Err(Error::api(format!("inspecting container {id}"), e)),
         }
     }
 
@@ -315,18 +331,19 @@ impl Engine {
             attach_stderr: Some(true),
             ..Default::default()
         };
+        let doing = || format!("running a command in container {container}");
         let exec = self
             .docker
             .create_exec(container, config)
             .await
-            .map_err(api_error)?;
+            .map_err(|e| Error::api(doing(), e))?;
         let run = async {
             let mut text = String::new();
             match self
                 .docker
                 .start_exec(&exec.id, None)
                 .await
-                .map_err(api_error)?
+                .map_err(|e| Error::api(doing(), e))?
             {
                 bollard::exec::StartExecResults::Attached { mut output, .. } => {
                     while let Some(chunk) = output.next().await {
@@ -342,7 +359,7 @@ impl Engine {
                 .docker
                 .inspect_exec(&exec.id)
                 .await
-                .map_err(api_error)?;
+                .map_err(|e| Error::api(doing(), e))?;
             Ok::<_, Error>(inspect.exit_code.map(|c| (c, text)))
         };
         match tokio::time::timeout(timeout, run).await {
@@ -368,7 +385,9 @@ impl Engine {
 
     pub async fn start(&self, id: &str) -> Result<()> {
         // 304: already running.
-        tolerate(self.docker.start_container(id, None).await, &[304])
+        tolerate(self.docker.start_container(id, None).await, &[304], || {
+            format!("starting container {id}")
+        })
     }
 
     /// Send a signal and return at once (the container shuts down in its own time).
@@ -380,6 +399,7 @@ impl Engine {
         tolerate(
             self.docker.kill_container(id, Some(opts)).await,
             &[404, 409],
+            || format!("sending {signal} to container {id}"),
         )
     }
 
@@ -394,6 +414,7 @@ impl Engine {
         tolerate(
             self.docker.stop_container(&c.id, Some(opts)).await,
             &[304, 404],
+            || format!("stopping container {}", c.name),
         )?;
         let took = started.elapsed();
         // The engine answers once the process is gone: it was killed when that took the
@@ -416,7 +437,11 @@ impl Engine {
         let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
             .force(true)
             .build();
-        tolerate(self.docker.remove_container(id, Some(rm)).await, &[404])
+        tolerate(
+            self.docker.remove_container(id, Some(rm)).await,
+            &[404],
+            || format!("removing container {id}"),
+        )
     }
 
     /// The container's memory use now (one-shot stats, as `docker stats --no-stream`
@@ -430,7 +455,8 @@ impl Engine {
         let Some(stats) = stream.next().await else {
             return Ok(None);
         };
-        let stats = stats.map_err(api_error)?;
+        let stats = stats
+            .map_err(|e| Error::api(format!("reading the memory use of container {id}"), e))?;
         let Some(mem) = stats.memory_stats else {
             return Ok(None);
         };
@@ -455,11 +481,16 @@ impl Engine {
         tolerate(
             self.docker.stop_container(id, Some(stop)).await,
             &[304, 404],
+            || format!("stopping container {id}"),
         )?;
         let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
             .force(true)
             .build();
-        tolerate(self.docker.remove_container(id, Some(rm)).await, &[404])
+        tolerate(
+            self.docker.remove_container(id, Some(rm)).await,
+            &[404],
+            || format!("removing container {id}"),
+        )
     }
 
     /// Give a container the restart policy compose would have (`compose run` gives none).
@@ -484,12 +515,16 @@ impl Engine {
             .update_container(id, body)
             .await
             .map(|_| ())
-            .map_err(api_error)
+            .map_err(|e| Error::api(format!("setting the restart policy of container {id}"), e))
     }
 
     /// The TCP ports an image declares with `EXPOSE`.
     pub async fn exposed_ports(&self, image: &str) -> Result<Vec<u16>> {
-        let inspect = self.docker.inspect_image(image).await.map_err(api_error)?;
+        let inspect = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| Error::api(format!("inspecting image {image}"), e))?;
         let mut ports: Vec<u16> = inspect
             .config
             .and_then(|c| c.exposed_ports)
@@ -515,7 +550,12 @@ impl Engine {
         while let Some(item) = stream.next().await {
             match item {
                 Ok(chunk) => out.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
-                Err(e) => return Err(api_error(e)),
+                Err(e) => {
+                    return Err(Error::api(
+                        format!("reading the logs of container {container}"),
+                        e,
+                    ));
+                }
             }
         }
         Ok(out)
@@ -538,7 +578,8 @@ impl Engine {
             .build();
         let mut stream = self.docker.logs(container, Some(opts));
         while let Some(item) = stream.next().await {
-            let chunk = item.map_err(api_error)?;
+            let chunk = item
+                .map_err(|e| Error::api(format!("reading the logs of container {container}"), e))?;
             if out
                 .write_all(&chunk.into_bytes())
                 .and_then(|_| out.flush())
@@ -631,8 +672,13 @@ fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
     }
 }
 
-/// An engine answer where these HTTP statuses mean "already as wanted".
-fn tolerate(r: std::result::Result<(), bollard::errors::Error>, ok: &[u16]) -> Result<()> {
+/// An engine answer where these HTTP statuses mean "already as wanted"; any other error is
+/// one while `doing` what the caller says.
+fn tolerate(
+    r: std::result::Result<(), bollard::errors::Error>,
+    ok: &[u16],
+    doing: impl FnOnce() -> String,
+) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
@@ -640,11 +686,17 @@ fn tolerate(r: std::result::Result<(), bollard::errors::Error>, ok: &[u16]) -> R
         {
             Ok(())
         }
-        Err(e) => Err(api_error(e)),
+        Err(e) => Err(Error::api(doing(), e)),
     }
 }
 
-fn api_error(e: bollard::errors::Error) -> Error {
-    Error::failed(format!("Docker engine error: {e}"))
-        .hint("`docker info` shows whether the engine is healthy; retry once it is")
+/// The engine would not remove an image; its status (409: a container uses it) decides the
+/// hint.
+fn remove_refused(reference: &str, e: bollard::errors::Error) -> Error {
+    let (status, reason) = error::status_and_message(e);
+    Error::RemoveRefused {
+        reference: reference.to_string(),
+        status,
+        reason,
+    }
 }

@@ -13,17 +13,20 @@ use std::path::{Path, PathBuf};
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
 
+use super::error::{self, Error, Result};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
 
 pub const REPOSITORY: &str = "dockmaster-proxy";
 
 /// The image ref for this binary, building it if the engine does not have it yet.
 pub async fn ensure(engine: &Engine) -> Result<String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::failed(format!("cannot find the dockmaster executable: {e}")))?;
-    let meta = std::fs::metadata(&exe)
-        .map_err(|e| Error::failed(format!("cannot read {}: {e}", exe.display())))?;
+    let exe = std::env::current_exe().map_err(|e| Error::NoExecutable {
+        reason: e.to_string(),
+    })?;
+    let meta = std::fs::metadata(&exe).map_err(|e| Error::ExecutableUnreadable {
+        path: exe.clone(),
+        reason: e.to_string(),
+    })?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     meta.len().hash(&mut h);
     meta.modified().ok().hash(&mut h);
@@ -37,8 +40,9 @@ pub async fn ensure(engine: &Engine) -> Result<String> {
     if engine.image_id(&image).await?.is_some() {
         return Ok(image);
     }
-    let context = context_tar(&exe)
-        .map_err(|e| Error::failed(format!("cannot pack the proxy image: {e}")))?;
+    let context = context_tar(&exe).map_err(|e| Error::ProxyPack {
+        reason: e.to_string(),
+    })?;
     let opts = BuildImageOptionsBuilder::default()
         .t(&image)
         .rm(true)
@@ -50,14 +54,19 @@ pub async fn ensure(engine: &Engine) -> Result<String> {
             .build_image(opts, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| {
-            Error::failed(format!("building the proxy image {image} failed: {e}"))
-                .hint("`docker info` shows whether the engine is healthy and has disk space")
+            let (status, reason) = error::status_and_message(e);
+            Error::ProxyImageFailed {
+                image: image.clone(),
+                status,
+                reason,
+            }
         })?;
         if let Some(detail) = info.error_detail {
-            return Err(Error::failed(format!(
-                "building the proxy image {image} failed: {}",
-                detail.message.unwrap_or_default()
-            )));
+            return Err(Error::ProxyImageFailed {
+                image: image.clone(),
+                status: None,
+                reason: detail.message.unwrap_or_default(),
+            });
         }
     }
     remove_unused_older(engine, &image).await;

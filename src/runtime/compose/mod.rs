@@ -173,12 +173,13 @@ impl ComposeRuntime {
         self.engine
             .app_containers(&self.app.project.name, &self.app.service)
             .await
+            .map_err(Into::into)
     }
 }
 
 impl Runtime for ComposeRuntime {
     async fn releases(&self) -> Result<Vec<Release>> {
-        self.engine.releases(&self.app.repository).await
+        Ok(self.engine.releases(&self.app.repository).await?)
     }
 
     async fn serving(&self, releases: &[Release]) -> Result<Option<Serving>> {
@@ -244,11 +245,16 @@ impl Runtime for ComposeRuntime {
     }
 
     async fn remove_release(&self, tag: &str) -> Result<()> {
-        self.engine.untag(&self.app.image_ref(tag)).await
+        Ok(self.engine.untag(&self.app.image_ref(tag)).await?)
     }
 
     fn lock(&self, command: &str, wait: Option<Duration>) -> Result<Lock> {
-        Lock::acquire(&self.app.state_dir, &self.app.id(), command, wait)
+        Ok(Lock::acquire(
+            &self.app.state_dir,
+            &self.app.id(),
+            command,
+            wait,
+        )?)
     }
 
     async fn choose(&self, target: &Target, requested: Option<Strategy>) -> Result<Choice> {
@@ -308,7 +314,7 @@ impl Runtime for ComposeRuntime {
     }
 
     async fn last_logs(&self, candidate: &Candidate, lines: usize) -> Result<String> {
-        self.engine.logs_tail(&candidate.id, lines).await
+        Ok(self.engine.logs_tail(&candidate.id, lines).await?)
     }
 
     async fn take_traffic(
@@ -414,7 +420,7 @@ impl Runtime for ComposeRuntime {
 
     async fn discard(&self, candidate: &Candidate) -> Result<()> {
         // A candidate that never took traffic has nothing to finish: no grace period.
-        self.engine.remove_now(&candidate.id).await
+        Ok(self.engine.remove_now(&candidate.id).await?)
     }
 }
 

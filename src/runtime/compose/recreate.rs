@@ -76,5 +76,6 @@ pub async fn avoid_v1_container_config_crash(rt: &ComposeRuntime) -> Result<()> 
             "cannot remove container {} before recreating it: {e}",
             current.name
         ))
+        .hint(e.hint())
     })
 }

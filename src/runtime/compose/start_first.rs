@@ -129,7 +129,7 @@ pub async fn start(
         && let Err(e) = engine.set_restart_policy(&container.id, policy).await
     {
         let _ = engine.remove_now(&container.id).await;
-        return Err(e);
+        return Err(e.into());
     }
     Ok(Candidate {
         id: container.id,
@@ -209,7 +209,9 @@ pub async fn install_proxy(
     let app = &rt.app;
     let engine = &rt.engine;
     let unchanged = |e: Error| NotSwitched::PreviousServing(e.to_string());
-    let image = proxy_image::ensure(engine).await.map_err(unchanged)?;
+    let image = proxy_image::ensure(engine)
+        .await
+        .map_err(|e| unchanged(e.into()))?;
     let tag = engine
         .container(&candidate.id)
         .await
