@@ -58,10 +58,22 @@ pub fn run() -> ExitCode {
         .with_target(false)
         .try_init();
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The proxy serves many connections for as long as the service runs: all cores (it
+    // is the one long-lived mode). Every other command is a short sequence of engine calls.
+    let runtime = match &cli.command {
+        Command::Proxy(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .min(4),
+            )
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start: {e}");

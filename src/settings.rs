@@ -150,6 +150,9 @@ pub struct Config {
     /// Start-first: what becomes of the release that served before a switch: "hot" (kept
     /// running, drained), "cold" (kept stopped; the default) or "none" (removed).
     pub standby: Option<Standby>,
+    /// Start-first: how the proxy forwards: "http" (HTTP/1.1 with upgrades; the default)
+    /// or "tcp" (raw connections, for a service that speaks its own protocol).
+    pub proxy: Option<crate::proxy::Mode>,
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
@@ -297,6 +300,7 @@ pub struct App {
     pub strategy: Option<Strategy>,
     pub drain_timeout: Duration,
     pub standby: Standby,
+    pub proxy: crate::proxy::Mode,
     /// The environment variables dockmaster reads.
     pub env: Env,
     /// What the compose file says about the service.
@@ -440,6 +444,7 @@ impl App {
                 Duration::from_secs(30),
             )?,
             standby: config.standby.unwrap_or_default(),
+            proxy: config.proxy.unwrap_or_default(),
             env,
             service_def: service.clone(),
             config_path,

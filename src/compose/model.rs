@@ -45,6 +45,8 @@ pub struct Service {
     pub build: Option<Build>,
     pub container_name: Option<String>,
     pub has_healthcheck: bool,
+    /// The health check's `test`, as one line of text (to tell an HTTP probe from another).
+    pub healthcheck_test: Option<String>,
     /// Container ports published on the host.
     pub publishes_ports: bool,
     /// TCP container ports the service serves on (`ports:` targets and `expose:`).
@@ -315,12 +317,20 @@ impl Project {
                     _ => false,
                 })
         });
+        let healthcheck_test = healthcheck
+            .filter(|_| has_healthcheck)
+            .and_then(|h| h.get("test"))
+            .map(|t| match t {
+                Value::Sequence(s) => s.iter().filter_map(scalar).collect::<Vec<_>>().join(" "),
+                other => scalar(other).unwrap_or_default(),
+            });
         Ok(Service {
             name: name.to_string(),
             image_raw: def.get("image").and_then(scalar),
             build,
             container_name: text("container_name")?,
             has_healthcheck,
+            healthcheck_test,
             publishes_ports: def
                 .get("ports")
                 .and_then(Value::as_sequence)
@@ -735,6 +745,7 @@ mod tests {
             build: None,
             container_name: None,
             has_healthcheck: false,
+            healthcheck_test: None,
             publishes_ports: false,
             container_ports: vec![],
             network_mode: None,

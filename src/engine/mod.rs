@@ -31,6 +31,8 @@ pub const LABEL_ROLE: &str = "dev.dockmaster.role";
 pub const LABEL_RELEASE: &str = "dev.dockmaster.release";
 /// The compose settings an `app` container was created with (`Project::service_fingerprint`).
 pub const LABEL_CONFIG: &str = "dev.dockmaster.config";
+/// How the proxy forwards (`http` or `tcp`); absent on proxies from before `proxy = "tcp"`.
+pub const LABEL_PROXY_MODE: &str = "dev.dockmaster.proxy-mode";
 /// The token the proxy's control port asks of clients on its network addresses.
 pub const LABEL_CONTROL_TOKEN: &str = "dev.dockmaster.control-token";
 
@@ -516,6 +518,21 @@ impl Engine {
             .await
             .map(|_| ())
             .map_err(|e| Error::api(format!("setting the restart policy of container {id}"), e))
+    }
+
+    /// The image's own `HEALTHCHECK` test, as one line (None: it has none).
+    pub async fn image_healthcheck(&self, image: &str) -> Result<Option<String>> {
+        let inspect = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| Error::api(format!("inspecting image {image}"), e))?;
+        Ok(inspect
+            .config
+            .and_then(|c| c.healthcheck)
+            .and_then(|h| h.test)
+            .filter(|t| t.first().is_some_and(|w| w != "NONE"))
+            .map(|t| t.iter().skip(1).cloned().collect::<Vec<_>>().join(" ")))
     }
 
     /// The TCP ports an image declares with `EXPOSE`.

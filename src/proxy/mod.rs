@@ -1,32 +1,43 @@
-//! `dockmaster proxy`: the small HTTP proxy that holds the service's name, container name and
-//! published ports, so that a release switch is one atomic pointer swap instead of a
-//! container recreate (see ZERO-DOWNTIME-NOTES: Docker's DNS hands out a container's address
-//! before it is ready, so nothing based on DNS reaches zero failed requests).
+//! `dockmaster proxy`: the proxy that holds the service's name, container name and published
+//! ports, so that a release switch is one atomic pointer swap instead of a container
+//! recreate (see ZERO-DOWNTIME-NOTES: Docker's DNS hands out a container's address before it
+//! is ready, so nothing based on DNS reaches zero failed requests).
 //!
 //! It runs inside the service's own container (same binary, `FROM scratch` image built
-//! locally by `engine::proxy_image`). Every request goes to the current upstream, an app
-//! container addressed by its name on the compose network. `switch` (over a control port on
-//! the container's loopback, reached with `docker exec … proxy-ctl`) first checks that the
-//! new upstream accepts connections, swaps the pointer so every new request goes there, then
-//! waits until the requests still running on the old upstream have finished (up to the
-//! drain timeout), and only then answers — after which dockmaster stops the old container.
+//! locally by `engine::proxy_image`). Every new request (HTTP) or connection (TCP) goes to the
+//! current upstream, an app container addressed by its name on the compose network.
+//!
+//! - **HTTP** (`--mode http`, the default): HTTP/1.1 with keep-alive to clients; each client
+//!   connection keeps one connection to the upstream and reuses it while the app allows it
+//!   (and while the upstream is the current one). Bodies stream both ways, never buffered.
+//!   Hop-by-hop headers are dropped (RFC 9110 §7.6.1, including those `Connection` names);
+//!   `Host` is kept; `X-Forwarded-For`, `-Proto` and `-Host` are set or appended. `Upgrade`
+//!   requests (WebSocket or any other) are forwarded, and after the upstream's `101` the
+//!   bytes flow both ways for as long as the connection lives.
+//! - **TCP** (`--mode tcp`): every connection is spliced to the upstream, whatever it speaks.
+//!
+//! `switch` (over the control port, `protocol.rs`) first checks that the new upstream
+//! accepts connections, swaps the pointer so every new request goes there, then waits until
+//! the requests and connections still open on the old upstream have finished, up to the
+//! drain timeout — then closes the long-lived ones that remain (upgraded or TCP connections)
+//! and answers; dockmaster then stops the old container.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,8 +47,32 @@ use protocol::{Reply, Request as Control};
 
 /// Where the proxy keeps its upstream, so a restart (host reboot) resumes where it was.
 pub const STATE_FILE: &str = "/var/lib/dockmaster-proxy/upstream";
-/// The control port, bound to the container's loopback only.
+/// The control port (the container's loopback; with a token, its network addresses too).
 pub const CONTROL_PORT: u16 = 9901;
+/// How long a client may take to send a request's headers before it is cut off.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to the upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the proxy forwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// HTTP/1.1 per request, with upgrades (WebSocket) and streaming.
+    #[default]
+    Http,
+    /// Raw TCP connections, whatever the protocol.
+    Tcp,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+        }
+    }
+}
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct ProxyArgs {
@@ -56,12 +91,26 @@ pub struct ProxyArgs {
     /// `docker exec`); the container's own loopback needs none. Without one, only loopback.
     #[arg(long, env = "DOCKMASTER_PROXY_TOKEN", hide_env_values = true)]
     pub control_token: Option<String>,
+    /// HTTP (with upgrades) or raw TCP.
+    #[arg(long, value_enum, default_value = "http")]
+    pub mode: Mode,
+    /// The address to serve on (benchmarks run the proxy on the host's loopback).
+    #[arg(long, default_value = "0.0.0.0", hide = true)]
+    pub bind: IpAddr,
+    /// Send to this upstream port instead of the listening one (one `--listen` only; for
+    /// benchmarks, where proxy and upstream share the host).
+    #[arg(long, hide = true)]
+    pub upstream_port: Option<u16>,
 }
 
+/// One upstream: the requests and connections running on it, and a way to close the
+/// long-lived ones when its drain time is over.
 struct Upstream {
     host: String,
     inflight: AtomicUsize,
     idle: tokio::sync::Notify,
+    closing: AtomicBool,
+    close: tokio::sync::Notify,
 }
 
 impl Upstream {
@@ -70,11 +119,29 @@ impl Upstream {
             host,
             inflight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
+            closing: AtomicBool::new(false),
+            close: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Resolves once the drain of this upstream is over: long-lived connections end then.
+    async fn closed(&self) {
+        loop {
+            let notified = self.close.notified();
+            if self.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn shut(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.close.notify_waiters();
     }
 }
 
-/// Counts a request as running on its upstream until its response body is done.
+/// Counts a request (or connection) as running on its upstream until it is dropped.
 struct InFlight(Arc<Upstream>);
 
 impl InFlight {
@@ -94,7 +161,7 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request counted until it has been sent.
 struct Counted {
-    inner: BoxBody<Bytes, hyper::Error>,
+    inner: Incoming,
     _guard: InFlight,
 }
 
@@ -120,16 +187,22 @@ impl Body for Counted {
 
 struct Proxy {
     current: RwLock<Arc<Upstream>>,
-    client: Client<HttpConnector, Incoming>,
     state: PathBuf,
     first_port: u16,
+    upstream_port: Option<u16>,
 }
 
 type Out = Response<BoxBody<Bytes, hyper::Error>>;
 
-const HOP_BY_HOP: [&str; 8] = [
+/// A client connection's connection to the upstream, kept between its requests.
+type Pinned = Arc<Mutex<Option<(Arc<Upstream>, SendRequest<Incoming>)>>>;
+
+/// RFC 9110 §7.6.1: connection-specific fields a proxy must not forward (plus the
+/// pre-standard `Proxy-Connection` and `Keep-Alive`).
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
+    "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
@@ -147,67 +220,147 @@ impl Proxy {
             .clone()
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, port: u16, peer: SocketAddr) -> Out {
+    fn upstream_port(&self, port: u16) -> u16 {
+        self.upstream_port.unwrap_or(port)
+    }
+
+    /// The client connection's upstream connection, if it is to the current upstream and
+    /// ready for another request; else a new one.
+    async fn sender(
+        &self,
+        pinned: &Pinned,
+        upstream: &Arc<Upstream>,
+        port: u16,
+    ) -> std::io::Result<SendRequest<Incoming>> {
+        let cached = pinned.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((u, mut sender)) = cached
+            && Arc::ptr_eq(&u, upstream)
+            && sender.ready().await.is_ok()
+        {
+            return Ok(sender);
+        }
+        let stream = connect(&upstream.host, self.upstream_port(port)).await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        port: u16,
+        peer: SocketAddr,
+        pinned: Pinned,
+    ) -> Out {
         let upstream = self.upstream();
         let guard = InFlight::new(upstream.clone());
+        let upgrade = wants_upgrade(req.headers());
+        let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let host = req.headers().get(hyper::header::HOST).cloned();
+        // The upstream gets the origin form, `Host` kept as the client sent it.
         let path = req
             .uri()
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let uri = match format!("http://{}:{port}{path}", upstream.host).parse() {
-            Ok(u) => u,
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        match path.parse() {
+            Ok(uri) => *req.uri_mut() = uri,
             Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
-        };
-        *req.uri_mut() = uri;
+        }
+        if req.version() != hyper::Version::HTTP_11 {
+            *req.version_mut() = hyper::Version::HTTP_11;
+        }
         let headers = req.headers_mut();
-        for h in HOP_BY_HOP {
-            headers.remove(h);
+        let upgrade_to = headers.get(hyper::header::UPGRADE).cloned();
+        strip_hop_by_hop(headers);
+        if let (true, Some(proto)) = (upgrade, upgrade_to) {
+            headers.insert(
+                hyper::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            headers.insert(hyper::header::UPGRADE, proto);
         }
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {}", peer.ip()),
-            None => peer.ip().to_string(),
+        if host.is_none()
+            && let Ok(h) = HeaderValue::from_str(&upstream.host)
+        {
+            headers.insert(hyper::header::HOST, h);
+        }
+        append(headers, "x-forwarded-for", &peer.ip().to_string());
+        append(headers, "x-forwarded-proto", "http");
+        if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
+            append(headers, "x-forwarded-host", h);
+        }
+
+        let mut sender = match self.sender(&pinned, &upstream, port).await {
+            Ok(s) => s,
+            Err(e) => return bad_gateway(&upstream.host, &e),
         };
-        if let Ok(v) = xff.parse() {
-            headers.insert("x-forwarded-for", v);
-        }
-        match self.client.request(req).await {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                for h in HOP_BY_HOP {
-                    parts.headers.remove(h);
-                }
-                let body = Counted {
-                    inner: body.boxed(),
-                    _guard: guard,
+        let mut resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => return bad_gateway(&upstream.host, &e),
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_side) = client_side
+        {
+            // Both sides become raw byte streams; the connection counts as running on this
+            // upstream until it closes or the upstream's drain time is over. The upstream
+            // connection is the upgraded one now: it is not kept for another request.
+            let server_side = hyper::upgrade::on(&mut resp);
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) else {
+                    return;
                 };
-                Response::from_parts(parts, body.boxed())
-            }
-            Err(e) => plain(
-                StatusCode::BAD_GATEWAY,
-                &format!(
-                    "dockmaster proxy: upstream {} unreachable: {e}\n",
-                    upstream.host
-                ),
-            ),
+                let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = upstream.closed() => {}
+                }
+            });
+            return resp.map(|b| b.boxed());
+        }
+        *pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some((upstream, sender));
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = Counted {
+            inner: body,
+            _guard: guard,
+        };
+        Response::from_parts(parts, body.boxed())
+    }
+
+    /// A raw TCP connection, spliced to the current upstream.
+    async fn forward_tcp(&self, mut client: TcpStream, port: u16) {
+        let upstream = self.upstream();
+        let _guard = InFlight::new(upstream.clone());
+        let Ok(mut server) = connect(&upstream.host, self.upstream_port(port)).await else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+            _ = upstream.closed() => {}
         }
     }
 
-    /// Swap to `host` once it accepts connections; then wait for the old one to drain.
+    /// Swap to `host` once it accepts connections; then wait for the old one to drain, and
+    /// close what is still open on it when the drain time is over.
     async fn switch(&self, host: &str, drain: Duration) -> Reply {
-        let probe = format!("{host}:{}", self.first_port);
+        let port = self.upstream_port(self.first_port);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&probe)).await {
-                Ok(Ok(_)) => break,
-                other => {
+            match connect(host, port).await {
+                Ok(_) => break,
+                Err(e) => {
                     if Instant::now() >= deadline {
-                        let why = match other {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => "timed out".into(),
-                        };
                         return Reply::Refused(format!(
-                            "new upstream {probe} does not accept connections: {why}"
+                            "new upstream {host}:{port} does not accept connections: {e}"
                         ));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -231,10 +384,12 @@ impl Proxy {
                 break;
             }
         }
+        let still_running = old.inflight.load(Ordering::SeqCst) as u64;
+        old.shut();
         Reply::Switched {
             from: old.host.clone(),
             drained: started.elapsed(),
-            still_running: old.inflight.load(Ordering::SeqCst) as u64,
+            still_running,
         }
     }
 
@@ -254,12 +409,72 @@ impl Proxy {
     }
 }
 
+async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Does the request ask to switch protocols (`Connection: upgrade` and `Upgrade: …`)?
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(hyper::header::UPGRADE)
+        && headers
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Drop the hop-by-hop fields, and every field the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for h in named {
+        headers.remove(h);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+/// Set `name`, or append `, value` to what an earlier proxy put there.
+fn append(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    let joined = match headers.get(name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {value}"),
+        _ => value.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+fn bad_gateway(host: &str, e: &dyn std::fmt::Display) -> Out {
+    // One line: the client (and whoever reads its logs) gets the reason, not a dump.
+    let why = e.to_string().replace(['\n', '\r'], " ");
+    plain(
+        StatusCode::BAD_GATEWAY,
+        &format!("dockmaster proxy: upstream {host} unreachable: {why}\n"),
+    )
+}
+
 fn plain(status: StatusCode, text: &str) -> Out {
     let body = http_body_util::Full::new(Bytes::from(text.to_string()))
         .map_err(|never| match never {})
         .boxed();
     let mut r = Response::new(body);
     *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -273,52 +488,65 @@ fn save_state(path: &PathBuf, host: &str) {
     }
 }
 
+/// Accept connections forever; an accept error (out of file descriptors) pauses briefly
+/// instead of spinning.
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, port: u16, mode: Mode) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("dockmaster proxy: accept on port {port}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            match mode {
+                Mode::Tcp => proxy.forward_tcp(stream, port).await,
+                Mode::Http => {
+                    let pinned: Pinned = Arc::new(Mutex::new(None));
+                    let service = hyper::service::service_fn(move |req| {
+                        let proxy = proxy.clone();
+                        let pinned = pinned.clone();
+                        async move { Ok::<_, Infallible>(proxy.forward(req, port, peer, pinned).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                }
+            }
+        });
+    }
+}
+
 /// Run the proxy until SIGTERM.
 pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
     let upstream = std::fs::read_to_string(&args.state)
         .ok()
         .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+        .filter(|s| protocol::upstream_name(s).is_ok())
         .unwrap_or_else(|| args.upstream.clone());
     save_state(&args.state, &upstream);
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector);
     let proxy = Arc::new(Proxy {
         current: RwLock::new(Upstream::new(upstream.clone())),
-        client,
         state: args.state.clone(),
         first_port: args.listen[0],
+        upstream_port: args.upstream_port,
     });
     eprintln!(
-        "dockmaster proxy: serving ports {:?}, upstream {upstream}",
-        args.listen
+        "dockmaster proxy: serving ports {:?} ({}), upstream {upstream}",
+        args.listen,
+        args.mode.as_str()
     );
     for port in &args.listen {
-        let listener = TcpListener::bind(("0.0.0.0", *port)).await?;
-        let proxy = proxy.clone();
-        let port = *port;
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        async move { Ok::<_, Infallible>(proxy.forward(req, port, peer).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let listener = TcpListener::bind((args.bind, *port)).await?;
+        tokio::spawn(accept_loop(listener, proxy.clone(), *port, args.mode));
     }
     let token = args.control_token.clone().filter(|t| !t.is_empty());
     let bind = if token.is_some() {

@@ -284,6 +284,24 @@ impl Runtime for ComposeRuntime {
         if choice.strategy == Strategy::Recreate {
             // Recreate runs compose at once: say which one.
             choice.why = format!("{} up, {}", self.compose.get().await?.display(), choice.why);
+        } else if self.app.proxy == crate::proxy::Mode::Http {
+            let test = match &svc.healthcheck_test {
+                Some(t) => Some(t.clone()),
+                None => self
+                    .engine
+                    .image_healthcheck(&target.image_id)
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            if let Some(test) = test.filter(|t| !looks_like_http(t))
+                && self.app.health.http.is_none()
+            {
+                choice.why = format!(
+                    "{}; note: its health check (`{test}`) is not an HTTP request — if the service does not speak HTTP on its ports, set proxy = \"tcp\" in dockmaster.toml",
+                    choice.why
+                );
+            }
         }
         Ok(choice)
     }
@@ -324,8 +342,12 @@ impl Runtime for ComposeRuntime {
         drain: Duration,
     ) -> std::result::Result<Switched, NotSwitched> {
         match self.running_proxy().await {
-            Ok(Some(proxy)) => start_first::switch(self, &proxy, candidate, drain).await,
-            Ok(None) => start_first::install_proxy(self, candidate, &choice.ports).await,
+            Ok(Some(proxy)) if proxy_mode(&proxy) == self.app.proxy => {
+                start_first::switch(self, &proxy, candidate, drain).await
+            }
+            // No proxy yet, or `proxy` in dockmaster.toml changed: it is set up (again, in the
+            // new mode).
+            Ok(_) => start_first::install_proxy(self, candidate, &choice.ports).await,
             Err(e) => Err(NotSwitched::PreviousServing(e.to_string())),
         }
     }
@@ -436,6 +458,24 @@ pub fn release_of(container: &ContainerInfo, releases: &[Release]) -> Option<Rel
         .find(|r| Some(&r.tag) == named.as_ref() && r.image_id == container.image_id)
         .or_else(|| releases.iter().find(|r| r.image_id == container.image_id))
         .cloned()
+}
+
+/// How a running proxy forwards (proxies from before `proxy = "tcp"` forward HTTP).
+fn proxy_mode(proxy: &ContainerInfo) -> crate::proxy::Mode {
+    match proxy
+        .labels
+        .get(crate::engine::LABEL_PROXY_MODE)
+        .map(String::as_str)
+    {
+        Some("tcp") => crate::proxy::Mode::Tcp,
+        _ => crate::proxy::Mode::Http,
+    }
+}
+
+/// Does a health check's command look like an HTTP request (so the service speaks HTTP)?
+fn looks_like_http(test: &str) -> bool {
+    let t = test.to_ascii_lowercase();
+    t.contains("http://") || t.contains("https://") || t.contains("curl") || t.contains("wget")
 }
 
 /// Is this the service's switch proxy rather than the app?

@@ -22,7 +22,8 @@ use fs_err as fs;
 
 use super::{ComposeRuntime, check_protocol, compose_up, image_override, release_label};
 use crate::engine::{
-    ContainerInfo, LABEL_CONFIG, LABEL_CONTROL_TOKEN, LABEL_RELEASE, LABEL_ROLE, proxy_image,
+    ContainerInfo, LABEL_CONFIG, LABEL_CONTROL_TOKEN, LABEL_PROXY_MODE, LABEL_RELEASE, LABEL_ROLE,
+    proxy_image,
 };
 use crate::error::{Error, Result};
 use crate::proxy::protocol::{Reply, Request};
@@ -291,13 +292,18 @@ fn write_proxy_override(
     }
     command.push("\"--upstream\"".into());
     command.push(format!("\"{upstream}\""));
+    if app.proxy == crate::proxy::Mode::Tcp {
+        command.push("\"--mode\"".into());
+        command.push("\"tcp\"".into());
+    }
     let token = control_token()?;
     command.push("\"--control-token\"".into());
     command.push(format!("\"{token}\""));
     let body = format!(
         "# Written by dockmaster: its switch proxy holds the service's name, container_name\n\
          # and ports, and sends traffic to the live release's container.\n\
-         services:\n  {svc}:\n    image: \"{image}\"\n    entrypoint: [\"/dockmaster\", \"proxy\"]\n    command: [{command}]\n    user: \"0:0\"\n    working_dir: \"/\"\n    healthcheck:\n      test: [\"CMD\", \"/dockmaster\", \"proxy-ctl\", \"health\"]\n      interval: 10s\n      timeout: 5s\n      retries: 3\n    labels:\n      {LABEL_ROLE}: proxy\n      {LABEL_CONTROL_TOKEN}: \"{token}\"\n",
+         services:\n  {svc}:\n    image: \"{image}\"\n    entrypoint: [\"/dockmaster\", \"proxy\"]\n    command: [{command}]\n    user: \"0:0\"\n    working_dir: \"/\"\n    healthcheck:\n      test: [\"CMD\", \"/dockmaster\", \"proxy-ctl\", \"health\"]\n      interval: 10s\n      timeout: 5s\n      retries: 3\n    labels:\n      {LABEL_ROLE}: proxy\n      {LABEL_CONTROL_TOKEN}: \"{token}\"\n      {LABEL_PROXY_MODE}: \"{mode}\"\n",
+        mode = app.proxy.as_str(),
         svc = app.service,
         command = command.join(", "),
     );
