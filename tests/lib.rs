@@ -12,3 +12,5 @@ mod storage;
 mod safety;
 
 mod golive;
+
+mod proxy;

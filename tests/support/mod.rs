@@ -78,6 +78,20 @@ pub struct Options {
     pub healthcheck: bool,
     /// Extra lines appended to the compose service definition (indented 4 spaces).
     pub extra_service_yaml: Option<String>,
+    /// A test's own app instead of the plain `httpd` one (for `Behaviour::Good` releases).
+    pub app: Option<App>,
+}
+
+/// A test's own app: what serves port 8080 and the scripts it runs. Every release serves
+/// the same scripts; a script tells which release it is by `V=$(cat /www/version)`.
+#[derive(Clone, Debug, Default)]
+pub struct App {
+    /// The lines of `/run.sh` that serve port 8080 (None: the fixture's `httpd` on `/www`,
+    /// which runs CGI scripts under `/www/cgi-bin`). They must stop on SIGTERM.
+    pub serve: Option<String>,
+    /// Executable files put into the image under `/www`: (path below `www/`, contents),
+    /// e.g. `("cgi-bin/env", …)` or `("server.sh", …)`.
+    pub files: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -89,6 +103,7 @@ impl Default for Options {
             second_buildable: false,
             healthcheck: true,
             extra_service_yaml: None,
+            app: None,
         }
     }
 }
@@ -249,6 +264,12 @@ impl Fixture {
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (path, text) in self.opts.app.iter().flat_map(|a| &a.files) {
+            let file = d.join("www").join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, text).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         std::fs::copy("/bin/busybox", d.join("busybox")).expect("copy /bin/busybox");
         std::fs::write(self.work.join(".gitignore"), "busybox\n").unwrap();
         std::fs::write(
@@ -311,9 +332,11 @@ impl Fixture {
             Behaviour::SlowStart(s) => format!("sleep {s}\n"),
             _ => String::new(),
         };
-        let serve = match behaviour {
-            Behaviour::IgnoresStopSignal => "exec httpd -f -p 8080 -h /www\n".to_string(),
-            Behaviour::SlowStop(s) => format!(
+        let own = self.opts.app.as_ref().and_then(|a| a.serve.as_deref());
+        let serve = match (behaviour, own) {
+            (Behaviour::Good, Some(own)) => own.to_string(),
+            (Behaviour::IgnoresStopSignal, _) => "exec httpd -f -p 8080 -h /www\n".to_string(),
+            (Behaviour::SlowStop(s), _) => format!(
                 "trap 'echo stopping; sleep {s}; kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\nwait $pid\n"
             ),
             _ => "trap 'kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\n"
