@@ -66,6 +66,14 @@ pub enum Error {
     #[error("`{repository}` is not a valid image repository name")]
     BadRepository { repository: String },
 
+    #[error("{key} in {CONFIG_FILE}: `{value}` is not {expected}")]
+    BadValue {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
     #[error("{name}={value:?} is not a duration: {reason}")]
     BadEnvDuration {
         name: &'static str,
@@ -105,6 +113,9 @@ impl Error {
             Error::NotBuildable { .. } => "dockmaster releases a service built from source: add `build: .` (or the path to its Dockerfile's directory)".into(),
             Error::BadRepository { .. } => "repository names are lower case letters, digits and . _ - / (set `image` in dockmaster.toml)".into(),
             Error::BadEnvDuration { .. } => "write it as e.g. 500ms, 2s or 1m".into(),
+            Error::BadValue {
+                path, key, expected, ..
+            } => format!("set {key} in {} to {expected}", path.display()),
         }
     }
 
@@ -157,6 +168,8 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub watch: WatchConfig,
 }
 
 /// How a release replaces the live one.
@@ -261,6 +274,46 @@ pub struct RetentionConfig {
     pub auto: bool,
 }
 
+/// `[watch]`: what `deploy --watch` (or `duration` here) watches after going live.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Watch every deploy this long (none: only with `--watch`).
+    pub duration: Option<String>,
+    /// The sliding window the rates and the p95 are taken over (default 30s).
+    pub window: Option<String>,
+    /// Below this many requests in the window, no verdict from rates (default 20).
+    pub min_requests: Option<u64>,
+    /// Most 5xx responses allowed, as a share of the window's requests (default "2%").
+    pub max_5xx: Option<String>,
+    /// Most connection errors to the app allowed, as a share (default "1%").
+    pub max_conn_errors: Option<String>,
+    /// Most the p95 latency may grow against the previous release's own (default 2.0).
+    pub max_p95_ratio: Option<f64>,
+}
+
+/// The watch's thresholds, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Watch {
+    pub duration: Option<Duration>,
+    pub window: Duration,
+    pub min_requests: u64,
+    /// A share, 0.0–1.0.
+    pub max_5xx: f64,
+    pub max_conn_errors: f64,
+    pub max_p95_ratio: f64,
+}
+
+/// `"2%"` or `0.02` → 0.02.
+pub fn parse_share(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().ok()? / 100.0,
+        None => s.parse::<f64>().ok()?,
+    };
+    (0.0..=1.0).contains(&v).then_some(v)
+}
+
 /// How the gate decides a container is healthy.
 #[derive(Clone, Debug)]
 pub struct HealthSettings {
@@ -296,6 +349,7 @@ pub struct App {
     pub state_dir: PathBuf,
     pub health: HealthSettings,
     pub retention: Retention,
+    pub watch: Watch,
     /// The strategy set in dockmaster.toml, if any.
     pub strategy: Option<Strategy>,
     pub drain_timeout: Duration,
@@ -407,6 +461,42 @@ impl App {
                 Duration::from_secs(5),
             )?,
         };
+        let share = |v: &Option<String>, key: &'static str, default: f64| -> Result<f64> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse_share(s).ok_or_else(|| Error::BadValue {
+                    path: config_file.clone(),
+                    key,
+                    value: s.clone(),
+                    expected: "a share such as \"2%\" or 0.02",
+                }),
+            }
+        };
+        let watch = Watch {
+            duration: config
+                .watch
+                .duration
+                .as_ref()
+                .map(|s| dur(&Some(s.clone()), "[watch] duration", Duration::ZERO))
+                .transpose()?,
+            window: dur(&config.watch.window, "[watch] window", Duration::from_secs(30))?,
+            min_requests: config.watch.min_requests.unwrap_or(20),
+            max_5xx: share(&config.watch.max_5xx, "[watch] max_5xx", 0.02)?,
+            max_conn_errors: share(&config.watch.max_conn_errors, "[watch] max_conn_errors", 0.01)?,
+            max_p95_ratio: match config.watch.max_p95_ratio {
+                Some(r) if r >= 1.0 && r.is_finite() => r,
+                Some(r) => {
+                    return Err(Error::BadValue {
+                        path: config_file.clone(),
+                        key: "[watch] max_p95_ratio",
+                        value: r.to_string(),
+                        expected: "a number of at least 1.0, such as 2.0",
+                    }
+                    .into());
+                }
+                None => 2.0,
+            },
+        };
         let retention = Retention {
             keep: config.retention.keep.unwrap_or(10),
             older_than: config
@@ -437,6 +527,7 @@ impl App {
             state_dir,
             health,
             retention,
+            watch,
             strategy: config.strategy,
             drain_timeout: dur(
                 &config.drain_timeout,

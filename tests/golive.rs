@@ -275,18 +275,57 @@ fn a_bad_standby_value_is_refused_and_changes_nothing() {
     assert_eq!(fx.snapshot(), before);
 }
 
-/// The release before the protocol had a version (commit 8048024), built once per run.
+/// Other builds of dockmaster for the upgrade tests, built once per run into one target
+/// directory of their own (shared, so their common dependencies compile once; builds one at
+/// a time, each binary copied out as it is made).
+fn variant(
+    name: &str,
+    env: &[(&str, &str)],
+    source: impl FnOnce(&std::path::Path) -> std::path::PathBuf,
+) -> std::path::PathBuf {
+    static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("variants");
+    let bin = base.join("bin").join(name);
+    if bin.is_file() {
+        return bin;
+    }
+    std::fs::create_dir_all(base.join("bin")).unwrap();
+    let src = source(&base);
+    let target = base.join("target");
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--locked", "--bin", "dockmaster"])
+        .current_dir(&src)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("cargo build");
+    assert!(
+        out.status.success(),
+        "building {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A static build lands under the target triple's directory.
+    let built = [
+        target.join("debug/dockmaster"),
+        target.join("x86_64-unknown-linux-gnu/debug/dockmaster"),
+    ]
+    .into_iter()
+    .filter(|p| p.is_file())
+    .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .expect("the built binary");
+    std::fs::copy(&built, &bin).unwrap();
+    bin
+}
+
+/// The release before the protocol had a version (commit 8048024).
 fn old_release_binary() -> std::path::PathBuf {
-    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        const COMMIT: &str = "8048024";
+    const COMMIT: &str = "8048024";
+    variant(COMMIT, &[], |base| {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("old-{COMMIT}"));
-        let src = base.join("src");
-        let bin = base.join("target/debug/dockmaster");
-        if bin.is_file() {
-            return bin;
-        }
+        let src = base.join(format!("src-{COMMIT}"));
+        let _ = std::fs::remove_dir_all(&src);
         std::fs::create_dir_all(&src).unwrap();
         let archive = Command::new("git")
             .args([
@@ -314,21 +353,15 @@ fn old_release_binary() -> std::path::PathBuf {
             .write_all(&archive.stdout)
             .unwrap();
         assert!(tar.wait().unwrap().success());
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--locked", "--bin", "dockmaster"])
-            .current_dir(&src)
-            .env("CARGO_TARGET_DIR", base.join("target"))
-            .env_remove("RUSTFLAGS")
-            .output()
-            .expect("cargo build of the old release");
-        assert!(
-            out.status.success(),
-            "building {COMMIT} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        bin
+        src
     })
-    .clone()
+}
+
+/// This source tree built with `DOCKMASTER_PROXY_PROTOCOL=2`: a newer dockmaster.
+fn newer_protocol_binary() -> std::path::PathBuf {
+    variant("protocol-2", &[("DOCKMASTER_PROXY_PROTOCOL", "2")], |_| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    })
 }
 
 #[test]
@@ -370,4 +403,65 @@ fn a_proxy_set_up_by_the_release_before_versions_is_driven_without_a_failed_requ
     let st = fx.dm(&["status", "--json"]).ok().json();
     assert_eq!(st["live"], tag1.as_str());
     client.none_failed();
+}
+
+fn run_as(bin: &std::path::Path, fx: &Fixture, args: &[&str]) -> crate::support::Output {
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(&fx.dir)
+        .env("DOCKMASTER_STATE_DIR", &fx.state)
+        .env_remove("APP_TAG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    crate::support::Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_newer_build_drives_an_older_proxy_and_an_older_build_refuses_a_newer_one() {
+    let newer = newer_protocol_binary();
+    // This build (protocol 1) sets the proxy up; the newer build drives it.
+    let fx = fixture("protoup", "");
+    fx.dm(&["deploy"]).ok();
+    let proxy = fx.proxy().unwrap();
+    let client = Client::start(&fx);
+    fx.push_version(Behaviour::Good);
+    run_as(&newer, &fx, &["deploy"])
+        .ok()
+        .stderr_has("Traffic moved");
+    assert_eq!(fx.served_version(), "v2");
+    assert_eq!(
+        fx.proxy().unwrap().id,
+        proxy.id,
+        "the same proxy throughout"
+    );
+    client.none_failed();
+
+    // A proxy set up by the newer build: this (older) one refuses before changing anything.
+    let fx = fixture("protodown", "");
+    let tag1 = fx.tag_today(&fx.head());
+    run_as(&newer, &fx, &["deploy"]).ok();
+    let status = docker_out(&[
+        "exec",
+        &fx.proxy().unwrap().id,
+        "/dockmaster",
+        "proxy-ctl",
+        "status",
+    ]);
+    assert!(status.contains("proto=2"), "{status}");
+    fx.push_version(Behaviour::Good);
+    let before = fx.snapshot();
+    for args in [vec!["deploy"], vec!["rollback", tag1.as_str()]] {
+        fx.dm(&args)
+            .code(2)
+            .stderr_has(
+                "set up by a newer dockmaster (control protocol 2; this one speaks up to 1)",
+            )
+            .stderr_has("upgrade dockmaster");
+        assert_eq!(fx.snapshot(), before, "nothing changed");
+    }
 }

@@ -79,6 +79,20 @@ const COUNT_CGI: &str =
 const ENV_CGI: &str =
     "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv | grep '^HTTP_' | sort\n";
 
+/// One connection: answers with the request head exactly as it came (the fields the proxy
+/// sent), and with hop-by-hop fields of its own the client must not see.
+const HEAD_SERVER: &str = r#"#!/bin/sh
+cr=$(printf '\r')
+head=
+while IFS= read -r l; do
+  l=${l%"$cr"}
+  [ -z "$l" ] && break
+  head="$head$l
+"
+done
+printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %s\r\nConnection: close, X-App-Hop\r\nX-App-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-App-Kept: 1\r\n\r\n%s' "${#head}" "$head"
+"#;
+
 fn host_port(fx: &Fixture) -> u16 {
     let name = fx.container_name.clone().expect("container_name set");
     let out = docker_out(&["port", &name, "8080/tcp"]);
@@ -872,4 +886,203 @@ fn the_control_port_refuses_bad_names_and_tokenless_clients_and_changes_nothing(
     );
     assert_eq!(fx.snapshot(), before, "nothing changed");
     assert_eq!(fx.proxy().expect("the proxy").id, proxy.id);
+}
+
+/// The `Traffic moved … (old release drained in X…)` time of a deploy's output.
+fn drained(stderr: &str) -> Duration {
+    let text = stderr
+        .split("drained in ")
+        .nth(1)
+        .and_then(|r| r.split([')', ',']).next())
+        .unwrap_or_else(|| panic!("no drain time in {stderr}"));
+    let secs = if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse::<f64>().map(|m| m / 1000.0)
+    } else {
+        text.trim_end_matches('s').parse::<f64>()
+    };
+    Duration::from_secs_f64(secs.unwrap_or_else(|_| panic!("drain time {text:?} in {stderr}")))
+}
+
+#[test]
+fn an_upgraded_connection_closed_by_its_client_ends_the_drain_early() {
+    let fx = fixture(
+        "upgradeclose",
+        App {
+            serve: Some(nc_serving("server.sh")),
+            files: vec![("server.sh", UPGRADE_SERVER.into())],
+        },
+    );
+    fx.configure("drain_timeout = \"30s\"\n");
+    fx.dm(&["deploy"]).ok();
+    let port = host_port(&fx);
+    let s = connect(port);
+    (&s).write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .unwrap();
+    let mut conn = BufReader::new(s);
+    assert_eq!(read_response(&mut conn, Instant::now()).status, 101);
+    assert_eq!(echo(&mut conn, "before"), "v1: before");
+    let (deploy, _) = deploy_v2_until(&fx, || version(port).as_deref() == Some("v2"));
+    assert_eq!(echo(&mut conn, "after"), "v1: after");
+    std::thread::sleep(Duration::from_secs(1));
+    drop(conn);
+    let closed = Instant::now();
+    let stderr = finished(deploy);
+    let waited = closed.elapsed();
+    let drain = drained(&stderr);
+    eprintln!("the deploy ended {waited:?} after the client closed; drained in {drain:?}");
+    assert!(!stderr.contains("still running"), "{stderr}");
+    assert!(
+        drain < Duration::from_secs(10),
+        "the drain ended with the connection, not at 30 s: {stderr}"
+    );
+    assert_eq!(fx.served_version(), "v2");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_neither_holds_the_drain_nor_stays_on_the_old_release() {
+    let fx = fixture("keepswitch", App::default());
+    fx.configure("drain_timeout = \"30s\"\n");
+    fx.dm(&["deploy"]).ok();
+    let port = host_port(&fx);
+    let mut conn = BufReader::new(connect(port));
+    let get_version = |conn: &mut BufReader<TcpStream>| {
+        write!(
+            conn.get_mut(),
+            "GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        .unwrap();
+        let resp = read_response(conn, Instant::now());
+        assert_eq!(resp.status, 200, "{resp:?}");
+        resp.body().trim().to_string()
+    };
+    assert_eq!(get_version(&mut conn), "v1");
+    let (deploy, _) = deploy_v2_until(&fx, || version(port).as_deref() == Some("v2"));
+    let stderr = finished(deploy);
+    let drain = drained(&stderr);
+    eprintln!("drained in {drain:?} with an idle keep-alive connection open");
+    assert!(!stderr.contains("still running"), "{stderr}");
+    assert!(drain < Duration::from_secs(10), "{stderr}");
+    assert_eq!(
+        get_version(&mut conn),
+        "v2",
+        "the same client connection's next request goes to the new release"
+    );
+}
+
+#[test]
+fn an_upload_that_expects_100_continue_gets_it_and_is_streamed() {
+    const SIZE: usize = 8 << 20;
+    let fx = fixture(
+        "continue",
+        App {
+            serve: None,
+            files: vec![("cgi-bin/count", COUNT_CGI.into())],
+        },
+    );
+    fx.dm(&["deploy"]).ok();
+    let port = host_port(&fx);
+    let s = connect(port);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut conn = BufReader::new(s);
+    write!(
+        conn.get_mut(),
+        "POST /cgi-bin/count HTTP/1.1\r\nHost: localhost\r\nContent-Length: {SIZE}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .unwrap();
+    // As curl does: wait (here up to 5 s) for the interim answer before sending the body.
+    let asked = Instant::now();
+    let interim = read_head(&mut conn);
+    let waited = asked.elapsed();
+    eprintln!("interim answer {interim:?} after {waited:?}");
+    assert_eq!(interim.map(|(s, _)| s), Some(100), "100 Continue came");
+    let block = vec![b'x'; 1 << 20];
+    for _ in 0..SIZE / block.len() {
+        conn.get_mut().write_all(&block).unwrap();
+    }
+    conn.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let resp = read_response(&mut conn, Instant::now());
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body().trim(), format!("received {SIZE}"));
+}
+
+#[test]
+fn x_forwarded_for_sent_on_two_lines_is_kept_whole() {
+    let fx = fixture(
+        "xfftwo",
+        App {
+            serve: Some(nc_serving("head.sh")),
+            files: vec![("head.sh", HEAD_SERVER.into())],
+        },
+    );
+    fx.dm(&["deploy"]).ok();
+    let port = host_port(&fx);
+    let resp = request(
+        port,
+        "GET /who HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\
+         X-Forwarded-For: 198.51.100.9\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let head = resp.body();
+    eprintln!("the app was sent:\n{head}");
+    let xff: Vec<&str> = head
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("x-forwarded-for")
+                .then_some(v.trim())
+        })
+        .collect();
+    // RFC 9110 §5.3: two field lines mean the same as one with the values comma-joined.
+    let joined = xff.join(", ");
+    assert!(
+        joined.starts_with("203.0.113.7, 198.51.100.9, "),
+        "both addresses the client sent, then the peer: {xff:?}"
+    );
+    assert_eq!(joined.split(", ").count(), 3, "{xff:?}");
+}
+
+#[test]
+fn hop_by_hop_fields_of_the_app_s_answer_are_dropped() {
+    let fx = fixture(
+        "apphop",
+        App {
+            serve: Some(nc_serving("head.sh")),
+            files: vec![("head.sh", HEAD_SERVER.into())],
+        },
+    );
+    fx.dm(&["deploy"]).ok();
+    let port = host_port(&fx);
+    let mut conn = BufReader::new(connect(port));
+    for _ in 0..2 {
+        write!(
+            conn.get_mut(),
+            "GET /who HTTP/1.1\r\nHost: localhost\r\nTE: trailers\r\n\r\n"
+        )
+        .unwrap();
+        let resp = read_response(&mut conn, Instant::now());
+        eprintln!("the client got {:?}", resp.headers);
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("x-app-kept"), Some("1"));
+        assert_eq!(
+            resp.header("x-app-hop"),
+            None,
+            "named in the app's Connection"
+        );
+        assert_eq!(resp.header("keep-alive"), None);
+        assert_ne!(
+            resp.header("connection")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("close, x-app-hop"),
+            "the app's Connection is its own"
+        );
+        // The app closes after each answer; the client's connection stays.
+        let head = resp.body().to_ascii_lowercase();
+        assert!(!head.contains("\nte:"), "TE is hop-by-hop: {head}");
+        assert!(head.contains("x-forwarded-for: "), "{head}");
+    }
 }

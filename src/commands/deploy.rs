@@ -64,6 +64,7 @@ pub async fn run(
     history.close_abandoned()?;
     ctx.rt.warm_up();
     let (_, serving) = ctx.releases_and_serving().await?;
+    ctx.rt.check_drivable()?;
     let previous: Option<Target> = serving
         .as_ref()
         .and_then(|s| s.release.as_ref().map(Target::of));

@@ -52,6 +52,7 @@ pub async fn run(
     let history = ctx.history()?;
     history.close_abandoned()?;
     let (releases, serving) = ctx.releases_and_serving().await?;
+    ctx.rt.check_drivable()?;
     let live_release = serving.as_ref().and_then(|l| l.release.clone());
     let marks = history.marks()?;
 

@@ -41,6 +41,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod metrics;
 pub mod protocol;
 
 use protocol::{Reply, Request as Control};

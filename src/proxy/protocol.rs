@@ -18,8 +18,31 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The protocol version this build speaks (and, as a proxy, answers with).
-pub const VERSION: u32 = 1;
+/// The protocol version this build speaks (and, as a proxy, answers with). A build with
+/// `DOCKMASTER_PROXY_PROTOCOL=<n>` in its environment claims version `n`: how the tests make
+/// a "newer" and an "older" dockmaster from one source tree.
+pub const VERSION: u32 = match option_env!("DOCKMASTER_PROXY_PROTOCOL") {
+    Some(v) => parse_version(v),
+    None => 1,
+};
+
+/// A decimal `u32` at compile time (a malformed value fails the build).
+const fn parse_version(s: &str) -> u32 {
+    let bytes = s.as_bytes();
+    assert!(!bytes.is_empty(), "DOCKMASTER_PROXY_PROTOCOL is empty");
+    let mut n: u32 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let d = bytes[i];
+        assert!(
+            d.is_ascii_digit(),
+            "DOCKMASTER_PROXY_PROTOCOL is not a number"
+        );
+        n = n * 10 + (d - b'0') as u32;
+        i += 1;
+    }
+    n
+}
 
 /// A control line longer than this is refused unread (a switch line is ~100 bytes).
 pub const MAX_LINE: usize = 1024;

@@ -153,6 +153,9 @@ pub trait Runtime {
     async fn standby(&self, serving: Option<&Serving>) -> Result<Option<StandbyNow>>;
     /// Remove a release (its tag; the image goes once nothing else names or uses it).
     async fn remove_release(&self, tag: &str) -> Result<()>;
+    /// Refuse, before anything changes, to drive what this build cannot drive safely (a
+    /// proxy set up by a newer dockmaster). Call after `serving`.
+    fn check_drivable(&self) -> Result<()>;
     /// The app's lock: one deploy, rollback or prune at a time.
     fn lock(&self, command: &str, wait: Option<Duration>) -> Result<Lock>;
 

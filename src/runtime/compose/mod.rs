@@ -248,6 +248,21 @@ impl Runtime for ComposeRuntime {
         Ok(self.engine.untag(&self.app.image_ref(tag)).await?)
     }
 
+    fn check_drivable(&self) -> Result<()> {
+        let proto = *self
+            .proxy_protocol
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match proto {
+            Some(p) if p > protocol::VERSION => Err(Error::bad_input(format!(
+                "the service's proxy was set up by a newer dockmaster (control protocol {p}; this one speaks up to {}); nothing was changed",
+                protocol::VERSION
+            ))
+            .hint("upgrade dockmaster to the version that set the proxy up, or newer")),
+            _ => Ok(()),
+        }
+    }
+
     fn lock(&self, command: &str, wait: Option<Duration>) -> Result<Lock> {
         Ok(Lock::acquire(
             &self.app.state_dir,
