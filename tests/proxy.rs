@@ -351,10 +351,19 @@ fn container_ip(id: &str) -> String {
     )
 }
 
+/// `ok proto=<n> …` with a protocol version of 1 or later (the build's own).
+fn is_versioned_status(reply: &str) -> bool {
+    reply
+        .strip_prefix("ok proto=")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|v| v >= 1)
+}
+
 /// The proxy's upstream, asked through `docker exec` (its loopback needs no token).
 fn proxy_upstream(proxy: &str) -> String {
     let status = docker_out(&["exec", proxy, "/dockmaster", "proxy-ctl", "status"]);
-    assert!(status.starts_with("ok proto=1 "), "{status}");
+    assert!(is_versioned_status(&status), "{status}");
     status
         .split_whitespace()
         .find_map(|w| w.strip_prefix("upstream="))
@@ -881,7 +890,7 @@ fn the_control_port_refuses_bad_names_and_tokenless_clients_and_changes_nothing(
     assert_eq!(token.len(), 32, "{token}");
     let reply = control(&format!("auth {token} status"));
     assert!(
-        reply.starts_with("ok proto=1 ") && reply.contains(&format!("upstream={upstream} ")),
+        is_versioned_status(&reply) && reply.contains(&format!("upstream={upstream} ")),
         "{reply}"
     );
     assert_eq!(fx.snapshot(), before, "nothing changed");
@@ -1085,4 +1094,51 @@ fn hop_by_hop_fields_of_the_app_s_answer_are_dropped() {
         assert!(!head.contains("\nte:"), "TE is hop-by-hop: {head}");
         assert!(head.contains("x-forwarded-for: "), "{head}");
     }
+}
+
+#[test]
+fn concurrent_upgraded_connections_each_keep_their_own_bytes() {
+    let fx = fixture(
+        "upgrademany",
+        App {
+            serve: Some(nc_serving("server.sh")),
+            files: vec![("server.sh", UPGRADE_SERVER.into())],
+        },
+    );
+    fx.dm(&["deploy"]).ok();
+    let port = host_port(&fx);
+    let mut conns: Vec<BufReader<TcpStream>> = (0..8)
+        .map(|i| {
+            let s = connect(port);
+            write!(
+                &s,
+                "GET /{i} HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+            )
+            .unwrap();
+            let mut conn = BufReader::new(s);
+            assert_eq!(read_response(&mut conn, Instant::now()).status, 101);
+            conn
+        })
+        .collect();
+    // Interleaved: every connection gets its own lines back, in order, and nobody else's.
+    for round in 0..3 {
+        for (i, conn) in conns.iter_mut().enumerate() {
+            assert_eq!(
+                echo(conn, &format!("conn {i} round {round}")),
+                format!("v1: conn {i} round {round}")
+            );
+        }
+    }
+    let proxy = fx.proxy().expect("the proxy");
+    let status = docker_out(&["exec", &proxy.id, "/dockmaster", "proxy-ctl", "status"]);
+    assert!(
+        status.contains("inflight=8"),
+        "each open upgraded connection counts: {status}"
+    );
+    drop(conns);
+    wait_until(Duration::from_secs(10), || {
+        docker_out(&["exec", &proxy.id, "/dockmaster", "proxy-ctl", "status"])
+            .contains("inflight=0")
+    })
+    .expect("closed connections stop counting");
 }
