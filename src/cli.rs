@@ -60,6 +60,8 @@ pub enum Command {
     Doctor(JsonArg),
     /// Disk use of the app's images: total, shared, reclaimable.
     Df(JsonArg),
+    /// The proxy's traffic counters per release, in the Prometheus text format.
+    Metrics,
     /// (Internal) the switch proxy, run inside the service's container.
     #[command(hide = true)]
     Proxy(crate::proxy::ProxyArgs),
@@ -101,6 +103,11 @@ pub struct DeployArgs {
     /// else start-first where it is safe.
     #[arg(long, value_enum, value_name = "STRATEGY")]
     pub strategy: Option<crate::settings::Strategy>,
+    /// After going live, watch the release this long (e.g. 10m) and roll back on its own
+    /// if it degrades (5xx, connection errors, latency, restarts). Default: [watch]
+    /// duration in dockmaster.toml, else no watch.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -84,6 +84,8 @@ pub enum Outcome {
     Failed,
     Interrupted,
     Abandoned,
+    /// Live, and watched by `deploy --watch` (which no longer holds the lock).
+    Watching,
 }
 
 impl Outcome {
@@ -95,6 +97,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
             Outcome::Abandoned => "abandoned",
+            Outcome::Watching => "watching",
         }
     }
 }
@@ -251,6 +254,22 @@ impl History {
             .map_err(|e| self.db(e))
     }
 
+    /// Turn `watching` events (a deploy watching its release, without the app's lock) into
+    /// `abandoned` when no watcher is alive any more (`watcher_alive`: its watch lock is
+    /// held).
+    pub fn close_dead_watches(&self, watcher_alive: bool) -> Result<usize> {
+        if watcher_alive {
+            return Ok(0);
+        }
+        self.conn
+            .execute(
+                "UPDATE events SET outcome = 'abandoned', reason = 'the process ended while it watched the release (killed or crashed)'
+                 WHERE app = ?1 AND outcome = 'watching'",
+                [&self.app],
+            )
+            .map_err(|e| self.db(e))
+    }
+
     /// Record that an operation starts. The returned guard records how it ended exactly
     /// once: through [`Recording::end`], or — if the operation panics or returns without
     /// saying — as failed, so no event stays `running` behind a live process.
@@ -368,6 +387,19 @@ pub struct Recording<'a> {
 impl Recording<'_> {
     pub fn set_target(&self, to: &str) -> Result<()> {
         self.history.set_target(self.id, to)
+    }
+
+    /// The release went live and is being watched: the operation no longer holds the lock,
+    /// so its event must not read as a `running` one that a crash left behind.
+    pub fn watching(&self) -> Result<()> {
+        self.history
+            .conn
+            .execute(
+                "UPDATE events SET outcome = 'watching' WHERE id = ?1",
+                [self.id],
+            )
+            .map_err(|e| self.history.db(e))?;
+        Ok(())
     }
 
     /// Record the outcome; consumes the recording, so it happens once.

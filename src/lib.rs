@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod release;
 pub mod runtime;
 pub mod settings;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -123,6 +124,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(a) => commands::logs::run(&ctx, a).await?,
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await?,
         Command::Df(a) => commands::df::run(&ctx, a).await?,
+        Command::Metrics => commands::metrics::run(&ctx).await?,
         Command::Proxy(_) | Command::ProxyCtl(_) => unreachable!("handled above"),
     };
     Ok(code)

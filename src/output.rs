@@ -44,6 +44,25 @@ impl Printer {
         eprintln!("   {what}");
     }
 
+    /// A status line that replaces itself on a terminal; elsewhere (logs, cron mail) it is
+    /// printed only when `log` is true, so a long watch writes a line every few seconds,
+    /// not one a second.
+    pub fn live_line(&self, line: &str, log: bool) {
+        if self.tty {
+            eprint!("\r\x1b[2K   {line}");
+            let _ = std::io::stderr().flush();
+        } else if log {
+            eprintln!("   {line}");
+        }
+    }
+
+    /// End a run of `live_line`s (on a terminal, move to a fresh line).
+    pub fn end_live_line(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+
     pub fn blank(&self) {
         eprintln!();
     }

@@ -479,10 +479,18 @@ impl App {
                 .as_ref()
                 .map(|s| dur(&Some(s.clone()), "[watch] duration", Duration::ZERO))
                 .transpose()?,
-            window: dur(&config.watch.window, "[watch] window", Duration::from_secs(30))?,
+            window: dur(
+                &config.watch.window,
+                "[watch] window",
+                Duration::from_secs(30),
+            )?,
             min_requests: config.watch.min_requests.unwrap_or(20),
             max_5xx: share(&config.watch.max_5xx, "[watch] max_5xx", 0.02)?,
-            max_conn_errors: share(&config.watch.max_conn_errors, "[watch] max_conn_errors", 0.01)?,
+            max_conn_errors: share(
+                &config.watch.max_conn_errors,
+                "[watch] max_conn_errors",
+                0.01,
+            )?,
             max_p95_ratio: match config.watch.max_p95_ratio {
                 Some(r) if r >= 1.0 && r.is_finite() => r,
                 Some(r) => {
@@ -491,8 +499,7 @@ impl App {
                         key: "[watch] max_p95_ratio",
                         value: r.to_string(),
                         expected: "a number of at least 1.0, such as 2.0",
-                    }
-                    .into());
+                    });
                 }
                 None => 2.0,
             },

@@ -357,9 +357,9 @@ fn old_release_binary() -> std::path::PathBuf {
     })
 }
 
-/// This source tree built with `DOCKMASTER_PROXY_PROTOCOL=2`: a newer dockmaster.
+/// This source tree built with `DOCKMASTER_PROXY_PROTOCOL=3`: a newer dockmaster.
 fn newer_protocol_binary() -> std::path::PathBuf {
-    variant("protocol-2", &[("DOCKMASTER_PROXY_PROTOCOL", "2")], |_| {
+    variant("protocol-3", &[("DOCKMASTER_PROXY_PROTOCOL", "3")], |_| {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     })
 }
@@ -452,14 +452,14 @@ fn a_newer_build_drives_an_older_proxy_and_an_older_build_refuses_a_newer_one() 
         "proxy-ctl",
         "status",
     ]);
-    assert!(status.contains("proto=2"), "{status}");
+    assert!(status.contains("proto=3"), "{status}");
     fx.push_version(Behaviour::Good);
     let before = fx.snapshot();
     for args in [vec!["deploy"], vec!["rollback", tag1.as_str()]] {
         fx.dm(&args)
             .code(2)
             .stderr_has(
-                "set up by a newer dockmaster (control protocol 2; this one speaks up to 1)",
+                "set up by a newer dockmaster (control protocol 3; this one speaks up to 2)",
             )
             .stderr_has("upgrade dockmaster");
         assert_eq!(fx.snapshot(), before, "nothing changed");

@@ -15,11 +15,14 @@ use crate::engine::{self, BuildEvent, BuildRequest};
 use crate::error::{Error, Result, exit};
 use crate::git::{Checkout, Update};
 use crate::golive::{self, Live, Plan, Stage};
-use crate::history::Mark;
+use crate::history::{History, Mark, Outcome, Recording};
 use crate::interrupt;
+use crate::lock::Lock;
 use crate::output::{human_duration, short_id};
 use crate::release::{self, Tag, short_sha};
+use crate::runtime::{Candidate, Choice};
 use crate::runtime::{Runtime, Target};
+use crate::watch::{self, End};
 
 const TOTAL: usize = 8;
 const STEPS: Steps = Steps {
@@ -43,6 +46,17 @@ struct Report {
     dry_run: bool,
     duration_ms: u128,
     reason: Option<String>,
+    /// `deploy --watch`: how the watch ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch: Option<WatchReport>,
+}
+
+#[derive(Serialize)]
+struct WatchReport {
+    /// `kept`, `rolled-back`, `superseded` (another deploy or rollback) or `interrupted`.
+    outcome: &'static str,
+    watched_ms: u128,
+    reason: Option<String>,
 }
 
 pub async fn run(
@@ -59,9 +73,11 @@ pub async fn run(
         return dry_run(ctx, args, &checkout, started).await;
     }
 
-    let _lock = ctx.rt.lock("deploy", wait_lock)?;
+    let lock = ctx.rt.lock("deploy", wait_lock)?;
     let history = ctx.history()?;
     history.close_abandoned()?;
+    history.close_dead_watches(!Lock::is_free(&app.state_dir, &watch_lock_name(app)))?;
+    let watch_for = args.watch.or(app.watch.duration);
     ctx.rt.warm_up();
     let (_, serving) = ctx.releases_and_serving().await?;
     ctx.rt.check_drivable()?;
@@ -88,6 +104,7 @@ pub async fn run(
         dry_run: false,
         duration_ms: 0,
         reason: None,
+        watch: None,
     };
 
     let gone_live = async {
@@ -130,11 +147,24 @@ pub async fn run(
             app,
             steps: STEPS,
         };
+        // The previous release's own p95 over its last window, before traffic leaves it:
+        // what a watch compares the new release's latency with.
+        let baseline = match (watch_for, &serving) {
+            (Some(_), Some(s)) => ctx
+                .rt
+                .traffic(app.watch.window)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|all| all.into_iter().find(|t| t.container == s.container.name))
+                .and_then(|t| t.counters.window.p95),
+            _ => None,
+        };
         let live = golive::go_live(&ctx.rt, &plan, &sink).await?;
-        Ok((plan.target, live))
+        Ok((plan.target, live, plan.choice, baseline))
     }
     .await;
-    let (target, live) = match gone_live {
+    let (target, live, choice, baseline) = match gone_live {
         Ok(done) => done,
         Err(e) => {
             rec.end_with_error(&e)?;
@@ -147,6 +177,20 @@ pub async fn run(
         }
     };
 
+    if let (Live::New { candidate, .. }, Some(duration)) = (&live, watch_for) {
+        // The lock goes now: a deploy or rollback run meanwhile ends the watch.
+        drop(lock);
+        let watched = Watched {
+            candidate,
+            target: &target,
+            previous: previous.as_ref(),
+            choice: &choice,
+            baseline,
+            duration,
+        };
+        return watch_phase(ctx, args, &history, rec, &watched, report, started).await;
+    }
+    drop(lock);
     let (outcome, reason) = super::recorded(&live);
     match &live {
         Live::New { .. } => history.mark(&target.tag, Mark::KnownGood)?,
@@ -489,6 +533,7 @@ async fn dry_run(
         live: live.as_ref().and_then(|l| l.tag_string()),
         rolled_back: false,
         dry_run: true,
+        watch: None,
         duration_ms: started.elapsed().as_millis(),
         reason: clean.as_ref().err().map(|e| first_line(&e.to_string())),
     };
@@ -496,4 +541,242 @@ async fn dry_run(
         p.json(&report);
     }
     Ok(clean.map(|_| exit::OK)?)
+}
+
+/// The watch lock's name: held by a deploy while it watches, so the next operation can tell
+/// a live watcher from one that was killed.
+fn watch_lock_name(app: &crate::settings::App) -> String {
+    format!("{}.watch", app.id())
+}
+
+/// What a watch needs to know about the deploy it follows.
+struct Watched<'a> {
+    candidate: &'a Candidate,
+    target: &'a Target,
+    previous: Option<&'a Target>,
+    choice: &'a Choice,
+    baseline: Option<std::time::Duration>,
+    duration: std::time::Duration,
+}
+
+/// `deploy --watch`: watch the new release, keep it or roll it back, record it once.
+async fn watch_phase(
+    ctx: &Ctx,
+    args: &DeployArgs,
+    history: &History,
+    rec: Recording<'_>,
+    w: &Watched<'_>,
+    mut report: Report,
+    started: Instant,
+) -> Result<u8> {
+    let app = ctx.app();
+    let p = &ctx.printer;
+    let _watching = Lock::acquire(
+        &app.state_dir,
+        &watch_lock_name(app),
+        "deploy --watch",
+        Some(std::time::Duration::from_secs(5)),
+    )?;
+    rec.watching()?;
+    p.blank();
+    p.banner(&format!(
+        "DEPLOYED {} — WATCHING IT FOR {}",
+        w.target.tag,
+        humantime::format_duration(w.duration)
+    ));
+    let ws = &app.watch;
+    p.info(&format!(
+        "Rolls back on its own if, over the last {} (with at least {} requests), 5xx responses exceed {:.1}%, connection errors {:.1}%, or the p95 latency {:.1}× {}; or if it restarts, stops or turns unhealthy. Ctrl-C ends the watch and keeps it.",
+        humantime::format_duration(ws.window),
+        ws.min_requests,
+        ws.max_5xx * 100.0,
+        ws.max_conn_errors * 100.0,
+        ws.max_p95_ratio,
+        match w.baseline {
+            Some(b) => format!("the previous release's {}", human_duration(b)),
+            None => "(no previous p95 to compare with: latency is not judged)".to_string(),
+        }
+    ));
+    let on_tick = |t: &watch::Tick| {
+        // On a terminal one line that updates; in a log, a line every 10 s.
+        let line = match &t.window {
+            Some(w) => format!(
+                "watching: {} requests in the last {}s, 5xx {}, errors {}, p95 {}; {} left",
+                w.requests,
+                w.seconds,
+                w.status5xx,
+                w.conn_errors,
+                w.p95.map_or("-".into(), human_duration),
+                human_duration(t.left)
+            ),
+            None => format!(
+                "watching the container (no proxy counts its traffic); {} left",
+                human_duration(t.left)
+            ),
+        };
+        p.live_line(&line, t.elapsed.as_secs().is_multiple_of(10));
+    };
+    let end = watch::watch(&ctx.rt, ws, w.duration, w.candidate, w.baseline, &on_tick).await;
+    p.end_live_line();
+    let end = match end {
+        Ok(end) => end,
+        Err(e) => {
+            rec.end_with_error(&e)?;
+            return Err(e);
+        }
+    };
+    let minutes = |d: std::time::Duration| human_duration(d);
+    let watch_report = |outcome, after: std::time::Duration, reason: Option<String>| WatchReport {
+        outcome,
+        watched_ms: after.as_millis(),
+        reason,
+    };
+    match end {
+        End::Kept { watched } => {
+            history.mark(&w.target.tag, Mark::KnownGood)?;
+            let line = format!("watched {}: kept", minutes(watched));
+            rec.end(Outcome::Succeeded, Some(&line))?;
+            p.ok(&format!("{} {line}", w.target.tag));
+            if app.retention.auto {
+                crate::commands::prune::auto(ctx, history).await;
+            }
+            report.outcome = "succeeded";
+            report.live = Some(w.target.tag.clone());
+            report.watch = Some(watch_report("kept", watched, None));
+            finish(ctx, args, &report, &w.target.tag)?;
+            Ok(exit::OK)
+        }
+        End::Interrupted { after } => {
+            let line = format!("watch ended by Ctrl-C after {}; kept", minutes(after));
+            rec.end(Outcome::Succeeded, Some(&line))?;
+            p.warn(&format!("{line}: {} stays live", w.target.tag));
+            report.outcome = "succeeded";
+            report.live = Some(w.target.tag.clone());
+            report.watch = Some(watch_report("interrupted", after, Some(line)));
+            finish(ctx, args, &report, &w.target.tag)?;
+            Ok(exit::OK)
+        }
+        End::Superseded { now, after } => {
+            let (releases, serving) = ctx.releases_and_serving().await?;
+            let _ = releases;
+            let now_tag = serving.as_ref().and_then(|s| s.tag_string());
+            let line = format!(
+                "watch ended after {}: another deploy or rollback put {} live",
+                minutes(after),
+                now_tag
+                    .as_deref()
+                    .or(now.as_deref())
+                    .unwrap_or("something else")
+            );
+            rec.end(Outcome::Succeeded, Some(&line))?;
+            p.warn(&line);
+            report.outcome = "succeeded";
+            report.live = now_tag.clone();
+            report.watch = Some(watch_report("superseded", after, Some(line)));
+            finish(ctx, args, &report, now_tag.as_deref().unwrap_or(""))?;
+            Ok(exit::OK)
+        }
+        End::Tripped { reason, after } => {
+            p.fail(&format!(
+                "{} degraded after {}: {reason}",
+                w.target.tag,
+                minutes(after)
+            ));
+            history.mark(&w.target.tag, Mark::Failed)?;
+            let why = format!("watch: {reason}");
+            report.watch = Some(watch_report("rolled-back", after, Some(reason.clone())));
+            report.reason = Some(why.clone());
+            let Some(previous) = w.previous else {
+                rec.end(Outcome::Failed, Some(&why))?;
+                report.outcome = "failed";
+                report.live = Some(w.target.tag.clone());
+                if args.json {
+                    p.json(&report);
+                }
+                return Err(Error::failed(format!(
+                    "{} degraded while watched: {reason}; it was the first release, so there is nothing to roll back to and it stays live",
+                    app.image_ref(&w.target.tag)
+                ))
+                .hint("its logs (`dockmaster logs`) say why; fix it and deploy again"));
+            };
+            // Back under the lock: the rollback is an operation like any other.
+            let _lock = ctx.rt.lock(
+                "deploy --watch (rollback)",
+                Some(std::time::Duration::from_secs(60)),
+            )?;
+            let plan = Plan {
+                target: previous.clone(),
+                previous: Some(w.target.clone()),
+                serving: Some(w.candidate.name.clone()),
+                choice: w.choice.clone(),
+                // The degraded release is not kept as a standby.
+                standby: crate::settings::Standby::None,
+                timeout: args.timeout.unwrap_or(app.health.timeout),
+                drain: app.drain_timeout,
+                keep_failed: false,
+            };
+            let sink = GoLivePrinter {
+                printer: p,
+                app,
+                steps: Steps {
+                    start: 1,
+                    gate: 2,
+                    switch: 3,
+                    total: 3,
+                },
+            };
+            p.blank();
+            p.warn(&format!("Rolling back to {}", app.image_ref(&previous.tag)));
+            let back = golive::go_live(&ctx.rt, &plan, &sink).await;
+            let back = match back {
+                Ok(b) => b,
+                Err(e) => {
+                    rec.end(Outcome::Failed, Some(&why))?;
+                    return Err(e);
+                }
+            };
+            report.live = super::live_tag(&back, previous, Some(&w.target.tag));
+            if let Live::New { .. } = back {
+                rec.end(Outcome::RolledBack, Some(&why))?;
+                report.outcome = "rolled-back";
+                report.rolled_back = true;
+                report.duration_ms = started.elapsed().as_millis();
+                if args.json {
+                    p.json(&report);
+                } else {
+                    p.out(&format!("DEPLOYED_{}={}", app.deployed_var, previous.tag));
+                }
+                return Err(Error::failed(format!(
+                    "{} was rolled back by the watch: {reason}\n{} is live again",
+                    app.image_ref(&w.target.tag),
+                    app.image_ref(&previous.tag)
+                ))
+                .hint("its logs (`dockmaster logs` shows the live release's; `docker logs` the rest) say why; fix it and deploy again"));
+            }
+            rec.end(Outcome::Failed, Some(&why))?;
+            report.outcome = "failed";
+            if args.json {
+                p.json(&report);
+            }
+            Err(Error::failed(format!(
+                "{} degraded while watched ({reason}), and rolling back to {} failed: {}",
+                app.image_ref(&w.target.tag),
+                app.image_ref(&previous.tag),
+                back.failure().map_or("", |f| f.reason.as_str())
+            ))
+            .hint("`dockmaster status` shows what runs now; `dockmaster rollback <tag>` puts any kept release live"))
+        }
+    }
+}
+
+/// The end of a successful deploy: the JSON report, or the recent releases and
+/// `DEPLOYED_<VAR>=<tag>` last on stdout.
+fn finish(ctx: &Ctx, args: &DeployArgs, report: &Report, live_tag: &str) -> Result<()> {
+    let p = &ctx.printer;
+    if args.json {
+        p.json(report);
+    } else {
+        p.out(&format!("DEPLOYED_{}={live_tag}", ctx.app().deployed_var));
+    }
+    Ok(())
 }

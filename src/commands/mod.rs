@@ -5,6 +5,7 @@ pub mod df;
 pub mod doctor;
 pub mod history;
 pub mod logs;
+pub mod metrics;
 mod progress;
 pub mod prune;
 pub mod releases;

@@ -30,9 +30,30 @@ struct Report {
     rollback_target: Option<String>,
     /// The release kept beside the live one after a start-first switch.
     standby: Option<StandbyReport>,
+    /// What the proxy counted per release (the live one and those that served before it),
+    /// over `[watch] window`; null when no proxy counts this service's traffic.
+    traffic: Option<Vec<TrafficReport>>,
     releases: usize,
     disk_bytes: i64,
     last_event: Option<Event>,
+}
+
+#[derive(Serialize)]
+struct TrafficReport {
+    release: Option<String>,
+    container: String,
+    live: bool,
+    requests: u64,
+    /// Responses by class.
+    status: std::collections::BTreeMap<&'static str, u64>,
+    conn_errors: u64,
+    window_seconds: u64,
+    window_requests: u64,
+    window_5xx: u64,
+    window_conn_errors: u64,
+    p50_ms: Option<f64>,
+    p95_ms: Option<f64>,
+    p99_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -107,6 +128,33 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
         }),
         None => None,
     };
+    let live_name = live.as_ref().map(|l| l.container.name.clone());
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    let traffic = ctx.rt.traffic(app.watch.window).await?.map(|all| {
+        all.into_iter()
+            .map(|t| {
+                let c = &t.counters;
+                TrafficReport {
+                    live: live_name.as_deref() == Some(t.container.as_str()),
+                    release: t.release.clone(),
+                    container: t.container.clone(),
+                    requests: c.requests,
+                    status: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                        .into_iter()
+                        .zip(c.status)
+                        .collect(),
+                    conn_errors: c.conn_errors,
+                    window_seconds: c.window.seconds,
+                    window_requests: c.window.requests,
+                    window_5xx: c.window.status5xx,
+                    window_conn_errors: c.window.conn_errors,
+                    p50_ms: ms(c.window.p50),
+                    p95_ms: ms(c.window.p95),
+                    p99_ms: ms(c.window.p99),
+                }
+            })
+            .collect::<Vec<_>>()
+    });
     let now = jiff::Timestamp::now();
     let report = Report {
         service: app.service.clone(),
@@ -144,6 +192,7 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
             .map(|id| live.as_ref().is_some_and(|l| &l.container.image_id == id)),
         rollback_target: target.clone(),
         standby,
+        traffic,
         releases: releases.len(),
         disk_bytes: disk,
         last_event: events.into_iter().next(),
@@ -231,6 +280,45 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
             }
         ));
     }
+    for t in report.traffic.iter().flatten() {
+        let who = if t.live {
+            "live"
+        } else if report
+            .standby
+            .as_ref()
+            .is_some_and(|s| s.container == t.container)
+        {
+            "standby"
+        } else {
+            continue;
+        };
+        let pct = |n: u64| {
+            if t.window_requests == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}%", n as f64 * 100.0 / t.window_requests as f64)
+            }
+        };
+        lines.push(format!(
+            "traffic ({who}):{} {} ({}): {} requests, 2xx {} 3xx {} 4xx {} 5xx {}, {} connection errors; last {}s: {} requests, 5xx {}, errors {}, p50 {} p95 {} p99 {}",
+            if who == "live" { "  " } else { "" },
+            t.release.as_deref().unwrap_or("?"),
+            t.container,
+            t.requests,
+            t.status["2xx"],
+            t.status["3xx"],
+            t.status["4xx"],
+            t.status["5xx"],
+            t.conn_errors,
+            t.window_seconds,
+            t.window_requests,
+            pct(t.window_5xx),
+            pct(t.window_conn_errors),
+            fmt_ms(t.p50_ms),
+            fmt_ms(t.p95_ms),
+            fmt_ms(t.p99_ms),
+        ));
+    }
     lines.push(format!(
         "releases:       {} kept, {} on disk",
         releases.len(),
@@ -257,4 +345,8 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
     }
     p.out(&lines.join("\n"));
     Ok(exit::OK)
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |ms| format!("{ms:.1}ms"))
 }

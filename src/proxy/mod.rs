@@ -108,6 +108,8 @@ pub struct ProxyArgs {
 /// long-lived ones when its drain time is over.
 struct Upstream {
     host: String,
+    /// Its traffic counters (kept across switches: a standby that serves again goes on).
+    counters: Arc<metrics::Counters>,
     inflight: AtomicUsize,
     idle: tokio::sync::Notify,
     closing: AtomicBool,
@@ -115,9 +117,10 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn new(host: String) -> Arc<Upstream> {
+    fn new(host: String, counters: Arc<metrics::Counters>) -> Arc<Upstream> {
         Arc::new(Upstream {
             host,
+            counters,
             inflight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
@@ -188,6 +191,9 @@ impl Body for Counted {
 
 struct Proxy {
     current: RwLock<Arc<Upstream>>,
+    /// Counters per upstream host, the newest last; a few are kept (the live release, the
+    /// standby and the one before), so `status` can show the standby's while it served.
+    counted: Mutex<Vec<(String, Arc<metrics::Counters>)>>,
     state: PathBuf,
     first_port: u16,
     upstream_port: Option<u16>,
@@ -219,6 +225,24 @@ impl Proxy {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The counters of `host`, made on first use.
+    fn counters(&self, host: &str) -> Arc<metrics::Counters> {
+        const KEPT: usize = 4;
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = counted.iter().position(|(h, _)| h == host) {
+            let entry = counted.remove(i);
+            let c = entry.1.clone();
+            counted.push(entry);
+            return c;
+        }
+        let c = Arc::new(metrics::Counters::new());
+        counted.push((host.to_string(), c.clone()));
+        if counted.len() > KEPT {
+            counted.remove(0);
+        }
+        c
     }
 
     fn upstream_port(&self, port: u16) -> u16 {
@@ -258,6 +282,7 @@ impl Proxy {
         peer: SocketAddr,
         pinned: Pinned,
     ) -> Out {
+        let started = Instant::now();
         let upstream = self.upstream();
         let guard = InFlight::new(upstream.clone());
         let upgrade = wants_upgrade(req.headers());
@@ -300,12 +325,21 @@ impl Proxy {
 
         let mut sender = match self.sender(&pinned, &upstream, port).await {
             Ok(s) => s,
-            Err(e) => return bad_gateway(&upstream.host, &e),
+            Err(e) => {
+                upstream.counters.conn_error();
+                return bad_gateway(&upstream.host, &e);
+            }
         };
         let mut resp = match sender.send_request(req).await {
             Ok(r) => r,
-            Err(e) => return bad_gateway(&upstream.host, &e),
+            Err(e) => {
+                upstream.counters.conn_error();
+                return bad_gateway(&upstream.host, &e);
+            }
         };
+        upstream
+            .counters
+            .response(resp.status().as_u16(), started.elapsed());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_side) = client_side
         {
@@ -341,9 +375,13 @@ impl Proxy {
     async fn forward_tcp(&self, mut client: TcpStream, port: u16) {
         let upstream = self.upstream();
         let _guard = InFlight::new(upstream.clone());
+        let started = Instant::now();
         let Ok(mut server) = connect(&upstream.host, self.upstream_port(port)).await else {
+            upstream.counters.conn_error();
             return;
         };
+        // A TCP connection counts as a request answered when it is established.
+        upstream.counters.response(200, started.elapsed());
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
             _ = upstream.closed() => {}
@@ -368,7 +406,7 @@ impl Proxy {
                 }
             }
         }
-        let new = Upstream::new(host.to_string());
+        let new = Upstream::new(host.to_string(), self.counters(host));
         let old = {
             let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
             std::mem::replace(&mut *cur, new)
@@ -406,6 +444,23 @@ impl Proxy {
                 }
             }
             Control::Health => Reply::Healthy,
+            Control::Metrics { window } => {
+                let counted = self
+                    .counted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                Reply::Metrics(
+                    counted
+                        .into_iter()
+                        .rev()
+                        .map(|(upstream, c)| protocol::UpstreamMetrics {
+                            upstream,
+                            counters: c.snapshot(window),
+                        })
+                        .collect(),
+                )
+            }
         }
     }
 }
@@ -446,11 +501,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Set `name`, or append `, value` to what an earlier proxy put there.
+/// Set `name`, or append `, value` to what earlier proxies put there (on one line or
+/// several: every line counts, in order).
 fn append(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    let joined = match headers.get(name).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {value}"),
-        _ => value.to_string(),
+    let earlier: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let joined = if earlier.is_empty() {
+        value.to_string()
+    } else {
+        format!("{}, {value}", earlier.join(", "))
     };
     if let Ok(v) = HeaderValue::from_str(&joined) {
         headers.insert(name, v);
@@ -534,8 +598,10 @@ pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         .filter(|s| protocol::upstream_name(s).is_ok())
         .unwrap_or_else(|| args.upstream.clone());
     save_state(&args.state, &upstream);
+    let first = Arc::new(metrics::Counters::new());
     let proxy = Arc::new(Proxy {
-        current: RwLock::new(Upstream::new(upstream.clone())),
+        current: RwLock::new(Upstream::new(upstream.clone(), first.clone())),
+        counted: Mutex::new(vec![(upstream.clone(), first)]),
         state: args.state.clone(),
         first_port: args.listen[0],
         upstream_port: args.upstream_port,
@@ -616,4 +682,53 @@ pub async fn ctl(control: u16, words: &[String]) -> anyhow::Result<u8> {
     BufReader::new(s).read_line(&mut line).await?;
     print!("{line}");
     Ok(if line.starts_with("ok") { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_keep_every_earlier_line() {
+        let mut h = HeaderMap::new();
+        append(&mut h, "x-forwarded-for", "10.0.0.9");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
+        );
+        append(&mut h, "x-forwarded-for", "10.0.0.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_needs_both_fields() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(!wants_upgrade(&h));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(wants_upgrade(&h));
+    }
 }

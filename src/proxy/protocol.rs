@@ -18,12 +18,13 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The protocol version this build speaks (and, as a proxy, answers with). A build with
+/// The protocol version this build speaks (and, as a proxy, answers with): 2 added
+/// `metrics`. A build with
 /// `DOCKMASTER_PROXY_PROTOCOL=<n>` in its environment claims version `n`: how the tests make
 /// a "newer" and an "older" dockmaster from one source tree.
 pub const VERSION: u32 = match option_env!("DOCKMASTER_PROXY_PROTOCOL") {
     Some(v) => parse_version(v),
-    None => 1,
+    None => 2,
 };
 
 /// A decimal `u32` at compile time (a malformed value fails the build).
@@ -46,6 +47,9 @@ const fn parse_version(s: &str) -> u32 {
 
 /// A control line longer than this is refused unread (a switch line is ~100 bytes).
 pub const MAX_LINE: usize = 1024;
+/// A reply longer than this is refused (a `metrics` reply for the few upstreams a proxy
+/// keeps counting is ~2 KiB).
+pub const MAX_REPLY: usize = 16 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -56,9 +60,18 @@ pub enum Request {
     /// Send new requests to `upstream` (once it accepts connections), then wait up to `drain`
     /// for the requests still running on the old upstream.
     Switch { upstream: String, drain: Duration },
+    /// The traffic counters of every upstream the proxy has sent to (version 2).
+    Metrics { window: Duration },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One upstream's counters, as the proxy reports them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamMetrics {
+    pub upstream: String,
+    pub counters: crate::proxy::metrics::Snapshot,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
     Status {
         /// The proxy's protocol version (0: it predates versions).
@@ -73,6 +86,7 @@ pub enum Reply {
         /// Requests still running on the old upstream when the drain ended.
         still_running: u64,
     },
+    Metrics(Vec<UpstreamMetrics>),
     /// The proxy refused the request; nothing changed.
     Refused(String),
 }
@@ -81,7 +95,7 @@ pub enum Reply {
 pub enum ProtocolError {
     #[error("empty control line")]
     Empty,
-    #[error("control line longer than {MAX_LINE} bytes")]
+    #[error("control line too long")]
     TooLong,
     #[error("unknown control request `{0}`")]
     UnknownRequest(String),
@@ -143,6 +157,13 @@ impl Request {
                 upstream: upstream_name(upstream)?,
                 drain: Duration::from_millis(number(drain_ms, "the drain time (ms)")?),
             }),
+            ["metrics", window_s] => Ok(Request::Metrics {
+                window: Duration::from_secs(number(window_s, "the window (s)")?),
+            }),
+            ["metrics", ..] => Err(ProtocolError::Arity {
+                request: "metrics",
+                expected: "a window in seconds",
+            }),
             ["status" | "health", ..] => Err(ProtocolError::Arity {
                 request: if words[0] == "status" {
                     "status"
@@ -169,6 +190,7 @@ impl Request {
                 upstream.clone(),
                 drain.as_millis().to_string(),
             ],
+            Request::Metrics { window } => vec!["metrics".into(), window.as_secs().to_string()],
         }
     }
 }
@@ -184,7 +206,7 @@ impl Reply {
     /// alone answers `health`, `ok from=…` answers `switch`.
     pub fn parse(request: &Request, line: &str) -> Result<Reply, ProtocolError> {
         let line = line.trim();
-        if line.len() > MAX_LINE {
+        if line.len() > MAX_REPLY {
             return Err(ProtocolError::TooLong);
         }
         let malformed = || ProtocolError::MalformedReply(truncate(line));
@@ -222,6 +244,47 @@ impl Reply {
                 drained: Duration::from_millis(num("drained_ms")?),
                 still_running: num("still_running")?,
             }),
+            Request::Metrics { .. } => {
+                let n = num("n")?;
+                if n > 64 {
+                    return Err(malformed());
+                }
+                let mut out = vec![];
+                for i in 0..n {
+                    let key = |k: &str| format!("u{i}.{k}");
+                    let get = |k: &str| -> Result<u64, ProtocolError> {
+                        let v = fields.get(key(k).as_str()).ok_or_else(malformed)?;
+                        number(v, "a counter")
+                    };
+                    let quantile = |k: &str| -> Result<Option<Duration>, ProtocolError> {
+                        match fields.get(key(k).as_str()) {
+                            Some(&"-") => Ok(None),
+                            Some(v) => Ok(Some(Duration::from_micros(number(v, "a latency")?))),
+                            None => Err(malformed()),
+                        }
+                    };
+                    let upstream =
+                        upstream_name(fields.get(format!("u{i}").as_str()).ok_or_else(malformed)?)?;
+                    out.push(UpstreamMetrics {
+                        upstream,
+                        counters: crate::proxy::metrics::Snapshot {
+                            requests: get("req")?,
+                            status: [get("s1")?, get("s2")?, get("s3")?, get("s4")?, get("s5")?],
+                            conn_errors: get("err")?,
+                            window: crate::proxy::metrics::WindowStats {
+                                seconds: get("wsec")?,
+                                requests: get("wreq")?,
+                                status5xx: get("w5xx")?,
+                                conn_errors: get("werr")?,
+                                p50: quantile("p50")?,
+                                p95: quantile("p95")?,
+                                p99: quantile("p99")?,
+                            },
+                        },
+                    });
+                }
+                Ok(Reply::Metrics(out))
+            }
         }
     }
 
@@ -242,6 +305,35 @@ impl Reply {
                 "ok from={from} drained_ms={} still_running={still_running}",
                 drained.as_millis()
             ),
+            Reply::Metrics(all) => {
+                let mut line = format!("ok n={}", all.len());
+                for (i, m) in all.iter().enumerate() {
+                    let c = &m.counters;
+                    let w = &c.window;
+                    let q = |d: Option<Duration>| {
+                        d.map_or("-".to_string(), |d| d.as_micros().to_string())
+                    };
+                    line.push_str(&format!(
+                        " u{i}={} u{i}.req={} u{i}.s1={} u{i}.s2={} u{i}.s3={} u{i}.s4={} u{i}.s5={} u{i}.err={} u{i}.wsec={} u{i}.wreq={} u{i}.w5xx={} u{i}.werr={} u{i}.p50={} u{i}.p95={} u{i}.p99={}",
+                        m.upstream,
+                        c.requests,
+                        c.status[0],
+                        c.status[1],
+                        c.status[2],
+                        c.status[3],
+                        c.status[4],
+                        c.conn_errors,
+                        w.seconds,
+                        w.requests,
+                        w.status5xx,
+                        w.conn_errors,
+                        q(w.p50),
+                        q(w.p95),
+                        q(w.p99),
+                    ));
+                }
+                line
+            }
             // One line, always: a message never breaks the framing.
             Reply::Refused(message) => format!("err {}", message.replace(['\n', '\r'], " ")),
         }
@@ -381,6 +473,9 @@ mod tests {
                     drain: Duration::from_millis(ms),
                 }
             }),
+            (0u64..100_000).prop_map(|s| Request::Metrics {
+                window: Duration::from_secs(s)
+            }),
         ]
     }
 
@@ -396,6 +491,40 @@ mod tests {
                         inflight
                     }
                 ),
+                refused
+            ]
+            .boxed(),
+            Request::Metrics { .. } => prop_oneof![
+                proptest::collection::vec(
+                    (
+                        "[a-z0-9][a-z0-9_.-]{0,40}",
+                        proptest::array::uniform5(any::<u64>()),
+                        proptest::array::uniform4(any::<u64>()),
+                        proptest::option::of(0u64..1_000_000_000),
+                    ),
+                    0..4
+                )
+                .prop_map(|ups| Reply::Metrics(
+                    ups.into_iter()
+                        .map(|(u, st, w, q)| UpstreamMetrics {
+                            upstream: u,
+                            counters: crate::proxy::metrics::Snapshot {
+                                requests: w[0],
+                                status: st,
+                                conn_errors: w[1],
+                                window: crate::proxy::metrics::WindowStats {
+                                    seconds: w[2],
+                                    requests: w[3],
+                                    status5xx: st[4],
+                                    conn_errors: st[0],
+                                    p50: q.map(Duration::from_micros),
+                                    p95: q.map(Duration::from_micros),
+                                    p99: None,
+                                },
+                            },
+                        })
+                        .collect()
+                )),
                 refused
             ]
             .boxed(),
@@ -430,7 +559,7 @@ mod tests {
             let _ = Request::parse(&line);
             let lossy = String::from_utf8_lossy(&bytes);
             let _ = Request::parse(&lossy);
-            for req in [Request::Status, Request::Health, Request::Switch { upstream: "a".into(), drain: Duration::ZERO }] {
+            for req in [Request::Status, Request::Health, Request::Switch { upstream: "a".into(), drain: Duration::ZERO }, Request::Metrics { window: Duration::from_secs(30) }] {
                 let _ = Reply::parse(&req, &line);
                 let _ = Reply::parse(&req, &lossy);
             }

@@ -66,6 +66,15 @@ pub struct StandbyNow {
     pub mode: Standby,
 }
 
+/// What the proxy counted for one release's container.
+#[derive(Clone, Debug)]
+pub struct Traffic {
+    /// The release it runs (its container's label), if known.
+    pub release: Option<String>,
+    pub container: String,
+    pub counters: crate::proxy::metrics::Snapshot,
+}
+
 /// The strategy a switch uses, the container ports the proxy serves, and why (in words a
 /// user reads: "start-first (zero downtime; proxying port 8080)").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +158,9 @@ pub trait Runtime {
     async fn releases(&self) -> Result<Vec<Release>>;
     /// What serves now, if anything.
     async fn serving(&self, releases: &[Release]) -> Result<Option<Serving>>;
+    /// What the proxy counted per release over `window` (None: no proxy counts this service's
+    /// traffic — it switches with recreate, or its proxy predates counting).
+    async fn traffic(&self, window: Duration) -> Result<Option<Vec<Traffic>>>;
     /// The standby kept beside what serves, if any.
     async fn standby(&self, serving: Option<&Serving>) -> Result<Option<StandbyNow>>;
     /// Remove a release (its tag; the image goes once nothing else names or uses it).

@@ -23,6 +23,7 @@ pub use strategy::{ServiceFacts, choose_strategy};
 
 use super::{
     Candidate, Choice, NotSwitched, Retired, Runtime, Serving, StandbyNow, Switched, Target,
+    Traffic,
 };
 use crate::compose;
 use crate::engine::{ContainerInfo, Engine, LABEL_RELEASE, LABEL_ROLE};
@@ -218,6 +219,36 @@ impl Runtime for ComposeRuntime {
             container,
             proxy,
         }))
+    }
+
+    async fn traffic(&self, window: Duration) -> Result<Option<Vec<Traffic>>> {
+        let Some(proxy) = self.running_proxy().await? else {
+            return Ok(None);
+        };
+        let reply = self
+            .control(&proxy, &Request::Metrics { window }, Duration::from_secs(5))
+            .await?;
+        let all = match reply {
+            Some(Ok(Reply::Metrics(all))) => all,
+            other => {
+                // An older proxy does not count (`err unknown control request`).
+                tracing::debug!(?other, "no traffic counters from the proxy");
+                return Ok(None);
+            }
+        };
+        let containers = self.app_containers().await?;
+        Ok(Some(
+            all.into_iter()
+                .map(|m| Traffic {
+                    release: containers
+                        .iter()
+                        .find(|c| c.name == m.upstream)
+                        .and_then(|c| release_label(c).map(str::to_string)),
+                    container: m.upstream,
+                    counters: m.counters,
+                })
+                .collect(),
+        ))
     }
 
     async fn standby(&self, serving: Option<&Serving>) -> Result<Option<StandbyNow>> {
