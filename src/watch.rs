@@ -85,6 +85,11 @@ pub fn judge(w: &Watch, now: &WindowStats, baseline_p95: Option<Duration>) -> Op
     None
 }
 
+/// A verdict from the counters must hold this many checks (seconds) in a row before the
+/// watch acts on it: one noisy second (a cold cache, a busy host) is not a regression. A
+/// restart, an exit or Docker's "unhealthy" acts at once.
+pub const SUSTAINED: u32 = 3;
+
 /// Watch `live` for `duration`.
 pub async fn watch<R: Runtime>(
     rt: &R,
@@ -96,6 +101,7 @@ pub async fn watch<R: Runtime>(
 ) -> Result<End> {
     let started = Instant::now();
     let mut restarts_at_start = None;
+    let mut degraded_for = 0;
     loop {
         let after = started.elapsed();
         if interrupt::requested() {
@@ -146,10 +152,20 @@ pub async fn watch<R: Runtime>(
             .await?
             .and_then(|all| all.into_iter().find(|t| t.container == live.name))
             .map(|t| t.counters.window);
-        if let Some(w) = &window
-            && let Some(reason) = judge(settings, w, baseline_p95)
+        match window
+            .as_ref()
+            .and_then(|w| judge(settings, w, baseline_p95))
         {
-            return Ok(End::Tripped { reason, after });
+            Some(reason) => {
+                degraded_for += 1;
+                if degraded_for >= SUSTAINED {
+                    return Ok(End::Tripped {
+                        reason: format!("{reason}, for {degraded_for} checks in a row"),
+                        after,
+                    });
+                }
+            }
+            None => degraded_for = 0,
         }
         on_tick(&Tick {
             elapsed: after,

@@ -14,3 +14,5 @@ mod safety;
 mod golive;
 
 mod proxy;
+
+mod watch;

@@ -51,6 +51,10 @@ pub async fn run(
     let _lock = ctx.rt.lock("rollback", wait_lock)?;
     let history = ctx.history()?;
     history.close_abandoned()?;
+    history.close_dead_watches(!crate::lock::Lock::is_free(
+        &app.state_dir,
+        &format!("{}.watch", app.id()),
+    ))?;
     let (releases, serving) = ctx.releases_and_serving().await?;
     ctx.rt.check_drivable()?;
     let live_release = serving.as_ref().and_then(|l| l.release.clone());

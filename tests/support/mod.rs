@@ -53,6 +53,12 @@ pub enum Behaviour {
     IgnoresStopSignal,
     /// Takes this many seconds to shut down after SIGTERM.
     SlowStop(u32),
+    /// Healthy, but `/cgi-bin/work` answers 500 to about half the requests.
+    FailsHalf,
+    /// Healthy, but `/cgi-bin/work` takes this many milliseconds.
+    SlowWork(u32),
+    /// Serves, then exits with an error this many seconds after it started.
+    CrashesAfter(u32),
 }
 
 /// How the compose file names the image.
@@ -324,6 +330,21 @@ impl Fixture {
         } else {
             std::fs::write(&health, "ok\n").unwrap();
         }
+        // `/cgi-bin/work`: the request a watched release is judged on.
+        let work = match behaviour {
+            Behaviour::FailsHalf => "#!/bin/sh\nif [ $((RANDOM % 2)) = 0 ]; then printf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nbroken\\n'; else printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'; fi\n".to_string(),
+            Behaviour::SlowWork(ms) => format!(
+                "#!/bin/sh\nsleep {}\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n",
+                f64::from(ms) / 1000.0
+            ),
+            _ => "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n".to_string(),
+        };
+        let work_path = d.join("www/cgi-bin/work");
+        std::fs::write(&work_path, work).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&work_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let start = match behaviour {
             Behaviour::CrashAtStart => {
                 "echo \"fatal: DATABASE_URL is not set (release {V})\" >&2\nexit 3\n"
@@ -336,6 +357,9 @@ impl Fixture {
         let serve = match (behaviour, own) {
             (Behaviour::Good, Some(own)) => own.to_string(),
             (Behaviour::IgnoresStopSignal, _) => "exec httpd -f -p 8080 -h /www\n".to_string(),
+            (Behaviour::CrashesAfter(s), _) => format!(
+                "httpd -f -p 8080 -h /www & pid=$!\nsleep {s}\necho \"fatal: out of memory\" >&2\nkill $pid\nexit 1\n"
+            ),
             (Behaviour::SlowStop(s), _) => format!(
                 "trap 'echo stopping; sleep {s}; kill $pid; exit 0' TERM\nhttpd -f -p 8080 -h /www & pid=$!\nwait $pid\nwait $pid\n"
             ),
