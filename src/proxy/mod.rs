@@ -102,6 +102,9 @@ pub struct ProxyArgs {
     /// benchmarks, where proxy and upstream share the host).
     #[arg(long, hide = true)]
     pub upstream_port: Option<u16>,
+    /// Do not count traffic (for the benchmark's "counting off" line only).
+    #[arg(long, hide = true)]
+    pub no_count: bool,
 }
 
 /// One upstream: the requests and connections running on it, and a way to close the
@@ -197,6 +200,8 @@ struct Proxy {
     state: PathBuf,
     first_port: u16,
     upstream_port: Option<u16>,
+    /// Count traffic per upstream (off only in the benchmark's comparison).
+    count: bool,
 }
 
 type Out = Response<BoxBody<Bytes, hyper::Error>>;
@@ -326,20 +331,26 @@ impl Proxy {
         let mut sender = match self.sender(&pinned, &upstream, port).await {
             Ok(s) => s,
             Err(e) => {
-                upstream.counters.conn_error();
+                if self.count {
+                    upstream.counters.conn_error();
+                }
                 return bad_gateway(&upstream.host, &e);
             }
         };
         let mut resp = match sender.send_request(req).await {
             Ok(r) => r,
             Err(e) => {
-                upstream.counters.conn_error();
+                if self.count {
+                    upstream.counters.conn_error();
+                }
                 return bad_gateway(&upstream.host, &e);
             }
         };
-        upstream
-            .counters
-            .response(resp.status().as_u16(), started.elapsed());
+        if self.count {
+            upstream
+                .counters
+                .response(resp.status().as_u16(), started.elapsed());
+        }
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_side) = client_side
         {
@@ -605,6 +616,7 @@ pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         state: args.state.clone(),
         first_port: args.listen[0],
         upstream_port: args.upstream_port,
+        count: !args.no_count,
     });
     eprintln!(
         "dockmaster proxy: serving ports {:?} ({}), upstream {upstream}",
