@@ -745,7 +745,7 @@ impl Cli {
             ],
         };
         for program in candidates {
-            let out = tokio::process::Command::new(&program[0])
+            let out = crate::engine::cli::command(&program[0])
                 .args(&program[1..])
                 .args(["version", "--short"])
                 .stdin(Stdio::null())
@@ -777,7 +777,7 @@ impl Cli {
 
     /// A command for this project: program, `-p`, every `-f`, then the caller's arguments.
     pub fn command(&self, project: &Project, extra_files: &[PathBuf]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.program[0]);
+        let mut cmd = crate::engine::cli::command(&self.program[0]);
         cmd.args(&self.program[1..]);
         cmd.arg("-p").arg(&project.name);
         // Relative paths in the files resolve against the project directory whatever the

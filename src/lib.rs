@@ -83,7 +83,16 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     interrupt::install();
-    let app = App::resolve(&cli.global)?;
+    let app = match (App::resolve(&cli.global), &cli.command) {
+        (Ok(app), _) => app,
+        // doctor checks the engine, the docker CLI, compose and the disk without an app,
+        // and says what is missing for the rest.
+        (Err(e), Command::Doctor(a)) => {
+            let engine = Engine::connect().await.map_err(|e| e.to_string());
+            return Ok(commands::doctor::run_without_app(engine, e, a.json).await?);
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     let engine = match (Engine::connect().await, &cli.command) {
         (Ok(e), _) => e,
         // doctor's first check is the engine: without one it still reports the rest.

@@ -56,7 +56,7 @@ pub async fn build(req: &BuildRequest, printer: &Printer) -> Result<()> {
         base.trim(),
         labels.join(" \\\n      ")
     );
-    let mut cmd = tokio::process::Command::new("docker");
+    let mut cmd = crate::engine::cli::command("docker");
     cmd.args(["build", "--tag", &req.image, "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -104,7 +104,7 @@ async fn legacy_builder() -> bool {
     if std::env::var("DOCKER_BUILDKIT").is_ok_and(|v| v == "1") {
         return false;
     }
-    !tokio::process::Command::new("docker")
+    !crate::engine::cli::command("docker")
         .args(["buildx", "version"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -143,7 +143,7 @@ async fn run_build(
     tag: Option<&str>,
     iidfile: Option<&std::path::Path>,
 ) -> Result<()> {
-    let mut cmd = tokio::process::Command::new("docker");
+    let mut cmd = crate::engine::cli::command("docker");
     cmd.arg("build");
     if let Some(t) = tag {
         cmd.arg("--tag").arg(t);
@@ -171,7 +171,8 @@ async fn run_build(
     cmd.kill_on_drop(true);
     tracing::debug!(?cmd, "docker build");
     let mut child = cmd.spawn().map_err(|e| {
-        Error::failed(format!("cannot run `docker build`: {e}")).hint("install the docker CLI")
+        Error::failed(format!("cannot run `docker build`: {e}"))
+            .hint(crate::engine::cli::install_hint())
     })?;
     let stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
     let stderr = child.stderr.take().map(|s| BufReader::new(s).lines());

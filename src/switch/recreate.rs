@@ -75,7 +75,7 @@ impl Switcher<'_> {
             return Ok(());
         }
         tracing::info!(container = %current.name, "removing before up: image lacks ContainerConfig (compose v1)");
-        let out = tokio::process::Command::new("docker")
+        let out = crate::engine::cli::command("docker")
             .args(["rm", "-f", &current.id])
             .stdin(Stdio::null())
             .output()
@@ -95,7 +95,7 @@ impl Switcher<'_> {
 /// Does the image carry the legacy builder's `ContainerConfig`? Asked through the CLI
 /// because the field is gone from current API models; an error counts as "no".
 pub async fn image_has_container_config(image: &str) -> bool {
-    let out = tokio::process::Command::new("docker")
+    let out = crate::engine::cli::command("docker")
         .args([
             "image",
             "inspect",
