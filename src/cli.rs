@@ -60,12 +60,30 @@ pub enum Command {
     Doctor(JsonArg),
     /// Disk use of the app's images: total, shared, reclaimable.
     Df(JsonArg),
+    /// Print a shell completion script, e.g. `dockmaster completions bash > /etc/bash_completion.d/dockmaster`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `dockmaster man | man -l -`.
+    Man,
     /// (Internal) the switch proxy, run inside the service's container.
     #[command(hide = true)]
     Proxy(crate::proxy::ProxyArgs),
     /// (Internal) talk to the switch proxy from inside its container.
     #[command(hide = true)]
     ProxyCtl(ProxyCtlArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -80,6 +80,8 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Proxy(a) => return proxy::serve(a.clone()).await.map(|()| exit::OK),
         Command::ProxyCtl(a) => return proxy::ctl(a.control, &a.words).await,
+        Command::Completions(a) => return Ok(commands::completions::run(a, &Printer::new())),
+        Command::Man => return commands::man::run(&Printer::new()),
         _ => {}
     }
     interrupt::install();
@@ -117,7 +119,9 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(a) => commands::logs::run(&ctx, a).await?,
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await?,
         Command::Df(a) => commands::prune::df(&ctx, a).await?,
-        Command::Proxy(_) | Command::ProxyCtl(_) => unreachable!("handled above"),
+        Command::Proxy(_) | Command::ProxyCtl(_) | Command::Completions(_) | Command::Man => {
+            unreachable!("handled above")
+        }
     };
     Ok(code)
 }
