@@ -10,3 +10,5 @@ mod switch;
 mod storage;
 
 mod safety;
+
+mod ship;
