@@ -47,10 +47,15 @@ pub async fn ensure(engine: &Engine) -> Result<String> {
         .rm(true)
         .forcerm(true)
         .build();
-    let mut stream =
-        engine
-            .docker()
-            .build_image(opts, None, Some(bollard::body_full(context.into())));
+    // Sent in slices of the one buffer: a single 12 MiB body is copied once more on its
+    // way to the socket, which made the proxy build the peak memory of a first deploy.
+    let context = bytes::Bytes::from(context);
+    let slices: Vec<bytes::Bytes> = (0..context.len())
+        .step_by(256 * 1024)
+        .map(|at| context.slice(at..context.len().min(at + 256 * 1024)))
+        .collect();
+    let body = bollard::body_stream(futures_util::stream::iter(slices));
+    let mut stream = engine.docker().build_image(opts, None, Some(body));
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| {
             Error::failed(format!("building the proxy image {image} failed: {e}"))
@@ -95,7 +100,14 @@ fn context_tar(exe: &Path) -> std::io::Result<Vec<u8>> {
         libs = libs.len(),
         "proxy image context"
     );
-    let mut tar = tar::Builder::new(Vec::new());
+    // Sized up front: the binary is most of it (~12 MiB), and growing the buffer by
+    // doubling would hold two copies at once, the peak memory of a first deploy.
+    let size: u64 = std::iter::once(exe)
+        .chain(libs.iter().map(PathBuf::as_path))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len().div_ceil(512) * 512 + 512)
+        .sum();
+    let mut tar = tar::Builder::new(Vec::with_capacity(size as usize + 16 * 1024));
     let dockerfile = "FROM scratch\nCOPY rootfs/ /\nLABEL dev.dockmaster.role=proxy-image\nENTRYPOINT [\"/dockmaster\"]\n";
     append_bytes(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
     append_bytes(
