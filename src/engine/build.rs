@@ -117,7 +117,9 @@ async fn legacy_builder() -> bool {
 /// `run_build`, once more if the legacy builder lost a cached step under it: an image
 /// removal elsewhere (another app's prune, `docker image prune`) can delete the untagged
 /// parent a build has just taken from its cache, and the builder then fails with
-/// "unknown parent image ID". A second build finds the cache as it now is.
+/// "unknown parent image ID", or — when the removal lands a moment earlier — "failed to
+/// get digest sha256:…: open …/imagedb/content/sha256/…: no such file or directory". A
+/// second build finds the cache as it now is.
 async fn run_build_retrying(
     req: &BuildRequest,
     printer: &Printer,
@@ -126,7 +128,7 @@ async fn run_build_retrying(
     iidfile: Option<&std::path::Path>,
 ) -> Result<()> {
     match run_build(req, printer, labels, tag, iidfile).await {
-        Err(e) if e.to_string().contains("unknown parent image ID") => {
+        Err(e) if lost_cached_image(&e.to_string()) => {
             printer.warn(
                 "an image the build took from its cache was removed meanwhile (an image removal elsewhere); building again",
             );
@@ -134,6 +136,16 @@ async fn run_build_retrying(
         }
         other => other,
     }
+}
+
+/// Did the build fail because an image it took from its cache was removed under it?
+fn lost_cached_image(error: &str) -> bool {
+    error.contains("unknown parent image ID")
+        || error.lines().any(|l| {
+            l.contains("failed to get digest sha256:")
+                && l.contains("/imagedb/content/sha256/")
+                && l.contains("no such file or directory")
+        })
 }
 
 async fn run_build(
@@ -225,5 +237,24 @@ async fn next(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seen here when a concurrent prune removed a cached layer's image mid-build.
+    #[test]
+    fn a_cached_image_removed_mid_build_is_retried_other_failures_are_not() {
+        assert!(lost_cached_image(
+            "the build of x:1 failed (exit status: 1); its last lines:\n  failed to get digest sha256:7a58: open /var/lib/docker/image/fuse-overlayfs/imagedb/content/sha256/7a58: no such file or directory"
+        ));
+        assert!(lost_cached_image(
+            "Error response from daemon: unknown parent image ID sha256:ab"
+        ));
+        assert!(!lost_cached_image(
+            "COPY failed: file not found in build context: stat missing.txt: no such file or directory"
+        ));
     }
 }
