@@ -2,10 +2,10 @@
 //! with what it found and, when it fails, the fix. Exit 0 only when every check passes.
 //!
 //! Checks: engine reachable (and its version); the docker CLI (where); compose present
-//! (which); checkout clean, on
-//! the release branch, its remote reachable; free disk on the engine's data root against
-//! the newest release's size; a health check defined; the live container not in a restart
-//! loop; the running image is the one dockmaster last put live; reclaimable space.
+//! (which); checkout clean, on the release branch, its remote reachable; free disk on the
+//! engine's data root against the newest release's size; a health check defined; the live
+//! container not in a restart loop; the running image is the one dockmaster last put
+//! live; reclaimable space.
 //! Without a compose file (no app), the engine, the docker CLI, compose and the disk are
 //! still checked, and every check that needs the app fails with how to name one.
 
