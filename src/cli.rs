@@ -62,12 +62,30 @@ pub enum Command {
     Df(JsonArg),
     /// The proxy's traffic counters per release, in the Prometheus text format.
     Metrics,
+    /// Print a shell completion script, e.g. `dockmaster completions bash > /etc/bash_completion.d/dockmaster`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `dockmaster man | man -l -`.
+    Man,
     /// (Internal) the switch proxy, run inside the service's container.
     #[command(hide = true)]
     Proxy(crate::proxy::ProxyArgs),
     /// (Internal) talk to the switch proxy from inside its container.
     #[command(hide = true)]
     ProxyCtl(ProxyCtlArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -71,6 +71,16 @@ impl Error {
         self
     }
 
+    /// What went wrong, without the hint.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// What to do, if the error says.
+    pub fn hint_text(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }

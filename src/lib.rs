@@ -95,11 +95,22 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Proxy(a) => return proxy::serve(a.clone()).await.map(|()| exit::OK),
         Command::ProxyCtl(a) => return proxy::ctl(a.control, &a.words).await,
+        Command::Completions(a) => return Ok(commands::completions::run(a, &Printer::new())),
+        Command::Man => return commands::man::run(&Printer::new()),
         _ => {}
     }
     interrupt::install();
-    // Through the user-facing error: its kind is the exit code, its hint the last line.
-    let app = App::resolve(&cli.global).map_err(error::Error::from)?;
+    let app = match (App::resolve(&cli.global), &cli.command) {
+        (Ok(app), _) => app,
+        // doctor checks the engine, the docker CLI, compose and the disk without an app,
+        // and says what is missing for the rest.
+        (Err(e), Command::Doctor(a)) => {
+            let engine = Engine::connect().await.map_err(|e| e.to_string());
+            return Ok(commands::doctor::run_without_app(engine, e.into(), a.json).await?);
+        }
+        // Through the user-facing error: its kind is the exit code, its hint the last line.
+        (Err(e), _) => return Err(error::Error::from(e).into()),
+    };
     let engine = match (Engine::connect().await, &cli.command) {
         (Ok(e), _) => e,
         // doctor's first check is the engine: without one it still reports the rest.
@@ -125,7 +136,9 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await?,
         Command::Df(a) => commands::df::run(&ctx, a).await?,
         Command::Metrics => commands::metrics::run(&ctx).await?,
-        Command::Proxy(_) | Command::ProxyCtl(_) => unreachable!("handled above"),
+        Command::Proxy(_) | Command::ProxyCtl(_) | Command::Completions(_) | Command::Man => {
+            unreachable!("handled above")
+        }
     };
     Ok(code)
 }

@@ -79,6 +79,13 @@ impl Printer {
         let _ = stdout.flush();
     }
 
+    /// Data on stdout exactly as given (a completion script, the man page).
+    pub fn raw(&self, data: &[u8]) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(data);
+        let _ = stdout.flush();
+    }
+
     pub fn json<T: serde::Serialize>(&self, value: &T) {
         match serde_json::to_string_pretty(value) {
             Ok(s) => self.out(&s),

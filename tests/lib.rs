@@ -16,3 +16,5 @@ mod golive;
 mod proxy;
 
 mod watch;
+
+mod ship;

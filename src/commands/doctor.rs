@@ -1,10 +1,13 @@
 //! `dockmaster doctor`: the guide's Troubleshooting section as checks. Each prints ✓ or ✗
 //! with what it found and, when it fails, the fix. Exit 0 only when every check passes.
 //!
-//! Checks: engine reachable (and its version); compose present (which); checkout clean, on
-//! the release branch, its remote reachable; free disk on the engine's data root against
-//! the newest release's size; a health check defined; the live container not in a restart
-//! loop; the running image is the one dockmaster last put live; reclaimable space.
+//! Checks: engine reachable (and its version); the docker CLI (where); compose present
+//! (which); checkout clean, on the release branch, its remote reachable; free disk on the
+//! engine's data root against the newest release's size; a health check defined; the live
+//! container not in a restart loop; the running image is the one dockmaster last put
+//! live; reclaimable space.
+//! Without a compose file (no app), the engine, the docker CLI, compose and the disk are
+//! still checked, and every check that needs the app fails with how to name one.
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use crate::cli::JsonArg;
 use crate::commands::{Ctx, plural};
 use crate::compose;
 use crate::engine::Engine;
-use crate::error::{Result, exit};
+use crate::error::{Error, Result, exit};
 use crate::git::Checkout;
 use crate::history::History;
 use crate::output::{Printer, human_size};
@@ -54,16 +57,37 @@ const RECLAIMABLE_LIMIT: i64 = 1 << 30;
 const MIN_FREE: u64 = 1 << 30;
 
 pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
-    let checks = checks(ctx.app(), Ok(ctx)).await;
+    let checks = checks(Ok(ctx.app()), Ok(ctx.engine()), Some(ctx)).await;
     report(&ctx.printer, &checks, args.json)
 }
 
 /// `doctor` when the engine does not answer: that check fails, the others that need no
 /// engine still run.
 pub async fn run_without_engine(app: &App, why: String, json: bool) -> Result<u8> {
-    let checks = checks(app, Err(why)).await;
+    let checks = checks(Ok(app), Err(&why), None).await;
     report(&Printer::new(), &checks, json)
 }
+
+/// `doctor` with no app to check (no compose file here, or one dockmaster cannot use):
+/// the checks that need none run, the others fail with what `why` says to do.
+pub async fn run_without_app(
+    engine: std::result::Result<Engine, String>,
+    why: Error,
+    json: bool,
+) -> Result<u8> {
+    let engine = engine.as_ref().map_err(String::as_str);
+    let checks = checks(Err(&why), engine, None).await;
+    report(&Printer::new(), &checks, json)
+}
+
+/// The checks that need the app, in the order they run when there is one.
+const APP_CHECKS: &[&str] = &[
+    "checkout",
+    "health check",
+    "container",
+    "running image",
+    "reclaimable space",
+];
 
 fn report(p: &Printer, checks: &[Check], json: bool) -> Result<u8> {
     if json {
@@ -97,20 +121,32 @@ fn report(p: &Printer, checks: &[Check], json: bool) -> Result<u8> {
     })
 }
 
-async fn checks(app: &App, ctx: std::result::Result<&Ctx, String>) -> Vec<Check> {
+/// Every check. `ctx` is there when both the app and the engine are.
+async fn checks(
+    app: std::result::Result<&App, &Error>,
+    engine: std::result::Result<&Engine, &str>,
+    ctx: Option<&Ctx>,
+) -> Vec<Check> {
     let mut out = vec![];
-    match &ctx {
-        Ok(ctx) => out.push(match ctx.engine().version().await {
+    match engine {
+        Ok(engine) => out.push(match engine.version().await {
             Ok(v) => pass("engine", format!("Docker engine {v} answers")),
             Err(e) => fail("engine", e.to_string(), "start it: `systemctl start docker`"),
         }),
         Err(why) => out.push(fail(
             "engine",
-            why.clone(),
+            why,
             "start the engine (`systemctl start docker`), or point DOCKER_HOST at it; `docker info` must work",
         )),
     }
-    out.push(match compose::Cli::detect(app.env.compose_program.clone()).await {
+    out.push(docker_cli());
+    let program = match app {
+        Ok(a) => a.env.compose_program.clone(),
+        Err(_) => crate::settings::Env::from_process()
+            .ok()
+            .and_then(|e| e.compose_program),
+    };
+    out.push(match compose::Cli::detect(program).await {
         Ok(c) => pass("compose", c.display()),
         Err(e) => fail(
             "compose",
@@ -118,8 +154,29 @@ async fn checks(app: &App, ctx: std::result::Result<&Ctx, String>) -> Vec<Check>
             "install compose: `apt-get install docker-compose` (v1) or the docker compose plugin (v2)",
         ),
     });
+    let app = match app {
+        Ok(app) => app,
+        Err(why) => {
+            let fix = why
+                .hint_text()
+                .unwrap_or("run dockmaster where your compose file is, or pass it with -f/--file")
+                .to_string();
+            out.push(fail("compose file", first_line(why.message()), fix.clone()));
+            if let Ok(engine) = engine {
+                out.push(disk(engine, None).await);
+            }
+            for check in APP_CHECKS {
+                out.push(fail(
+                    check,
+                    "not checked: there is no app to check (see `compose file`)",
+                    fix.clone(),
+                ));
+            }
+            return out;
+        }
+    };
     out.extend(checkout(app).await);
-    let Ok(ctx) = ctx else {
+    let Some(ctx) = ctx else {
         return out;
     };
     let engine = &ctx.engine();
@@ -215,6 +272,24 @@ async fn checks(app: &App, ctx: std::result::Result<&Ctx, String>) -> Vec<Check>
 
     out.push(reclaimable(ctx).await);
     out
+}
+
+fn docker_cli() -> Check {
+    match crate::engine::cli::docker() {
+        Some(cli) if cli.on_path => pass("docker CLI", format!("{} (on PATH)", cli.path.display())),
+        Some(cli) => pass(
+            "docker CLI",
+            format!(
+                "{} (not on PATH; found there and used for builds and compose)",
+                cli.path.display()
+            ),
+        ),
+        None => fail(
+            "docker CLI",
+            "no `docker` on PATH or in the places NAS systems put it",
+            crate::engine::cli::install_hint(),
+        ),
+    }
 }
 
 async fn checkout(app: &App) -> Vec<Check> {

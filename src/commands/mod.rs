@@ -1,10 +1,12 @@
 //! One module per command. Each returns `Ok(exit code)` or an error that carries its own.
 
+pub mod completions;
 pub mod deploy;
 pub mod df;
 pub mod doctor;
 pub mod history;
 pub mod logs;
+pub mod man;
 pub mod metrics;
 mod progress;
 pub mod prune;

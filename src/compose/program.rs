@@ -80,7 +80,7 @@ impl Cli {
         // Each candidate has at least one word: the defaults do, and a configured value is
         // not blank (filtered above), so `program[0]` below is there.
         for program in candidates {
-            let out = tokio::process::Command::new(&program[0])
+            let out = crate::engine::cli::command(&program[0])
                 .args(&program[1..])
                 .args(["version", "--short"])
                 .stdin(Stdio::null())
@@ -115,7 +115,7 @@ impl Cli {
     /// A command for this project: program, `-p`, every `-f`, then the caller's arguments.
     pub fn command(&self, project: &Project, extra_files: &[PathBuf]) -> tokio::process::Command {
         // `program` is never empty: `detect` is the only constructor.
-        let mut cmd = tokio::process::Command::new(&self.program[0]);
+        let mut cmd = crate::engine::cli::command(&self.program[0]);
         cmd.args(&self.program[1..]);
         cmd.arg("-p").arg(&project.name);
         // Relative paths in the files resolve against the project directory whatever the
@@ -148,7 +148,12 @@ mod tests {
         };
         let cmd = cli.command(&project, &[PathBuf::from("/tmp/extra.yaml")]);
         let cmd = cmd.as_std();
-        assert_eq!(cmd.get_program(), "docker");
+        // `docker` wherever the CLI was found (on PATH, or where a NAS puts it).
+        assert!(
+            std::path::Path::new(cmd.get_program()).ends_with("docker"),
+            "{:?}",
+            cmd.get_program()
+        );
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
         assert_eq!(
             args,

@@ -70,7 +70,7 @@ pub async fn build(req: &BuildRequest, on: &mut dyn FnMut(BuildEvent<'_>)) -> Re
         base.trim(),
         labels.join(" \\\n      ")
     );
-    let mut cmd = tokio::process::Command::new("docker");
+    let mut cmd = crate::engine::cli::command("docker");
     cmd.args(["build", "--tag", &req.image, "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -112,7 +112,7 @@ async fn legacy_builder(buildkit: Option<bool>) -> bool {
     if let Some(buildkit) = buildkit {
         return !buildkit;
     }
-    !tokio::process::Command::new("docker")
+    !crate::engine::cli::command("docker")
         .args(["buildx", "version"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -125,7 +125,9 @@ async fn legacy_builder(buildkit: Option<bool>) -> bool {
 /// `run_build`, once more if the legacy builder lost a cached step under it: an image
 /// removal elsewhere (another app's prune, `docker image prune`) can delete the untagged
 /// parent a build has just taken from its cache, and the builder then fails with
-/// "unknown parent image ID". A second build finds the cache as it now is.
+/// "unknown parent image ID", or — when the removal lands a moment earlier — "failed to
+/// get digest sha256:…: open …/imagedb/content/sha256/…: no such file or directory". A
+/// second build finds the cache as it now is.
 async fn run_build_retrying(
     req: &BuildRequest,
     on: &mut dyn FnMut(BuildEvent<'_>),
@@ -137,15 +139,23 @@ async fn run_build_retrying(
         // The builder's output is the only signal: the CLI exits 1 for every failed build
         // and gives no status code or error type to match instead.
         Err(Error::BuildFailed { last_lines, .. })
-            if last_lines
-                .iter()
-                .any(|l| l.contains("unknown parent image ID")) =>
+            if last_lines.iter().any(|l| lost_cached_image(l)) =>
         {
             on(BuildEvent::Retrying);
             run_build(req, on, labels, tag, iidfile).await
         }
         other => other,
     }
+}
+
+/// Did the build fail because an image it took from its cache was removed under it?
+fn lost_cached_image(error: &str) -> bool {
+    error.contains("unknown parent image ID")
+        || error.lines().any(|l| {
+            l.contains("failed to get digest sha256:")
+                && l.contains("/imagedb/content/sha256/")
+                && l.contains("no such file or directory")
+        })
 }
 
 async fn run_build(
@@ -155,7 +165,7 @@ async fn run_build(
     tag: Option<&str>,
     iidfile: Option<&std::path::Path>,
 ) -> Result<()> {
-    let mut cmd = tokio::process::Command::new("docker");
+    let mut cmd = crate::engine::cli::command("docker");
     cmd.arg("build");
     if let Some(t) = tag {
         cmd.arg("--tag").arg(t);
@@ -232,5 +242,24 @@ async fn next(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seen here when a concurrent prune removed a cached layer's image mid-build.
+    #[test]
+    fn a_cached_image_removed_mid_build_is_retried_other_failures_are_not() {
+        assert!(lost_cached_image(
+            "the build of x:1 failed (exit status: 1); its last lines:\n  failed to get digest sha256:7a58: open /var/lib/docker/image/fuse-overlayfs/imagedb/content/sha256/7a58: no such file or directory"
+        ));
+        assert!(lost_cached_image(
+            "Error response from daemon: unknown parent image ID sha256:ab"
+        ));
+        assert!(!lost_cached_image(
+            "COPY failed: file not found in build context: stat missing.txt: no such file or directory"
+        ));
     }
 }

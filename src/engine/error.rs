@@ -138,7 +138,7 @@ impl Error {
             Error::BuildFailed { disk_full: false, .. } => {
                 "fix the build (the lines above say where) and deploy again; nothing live was changed".into()
             }
-            Error::BuildNotRun { .. } => "install the docker CLI".into(),
+            Error::BuildNotRun { .. } => crate::engine::cli::install_hint(),
             Error::BuildIo { .. } => "`docker version` shows whether the docker CLI works; deploy again once it does; nothing live was changed".into(),
             Error::NoImageId { .. } => "deploy again; nothing live was changed".into(),
             Error::LabelFailed { .. } => "fix what it says and deploy again; nothing live was changed".into(),

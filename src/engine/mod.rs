@@ -2,6 +2,7 @@
 //! go through the `docker` CLI (see `build.rs` for why).
 
 mod build;
+pub mod cli;
 pub mod disk;
 mod error;
 pub mod proxy_image;

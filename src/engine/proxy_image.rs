@@ -2,8 +2,11 @@
 //!
 //! The image is `FROM scratch` with this executable and exactly the shared libraries it has
 //! loaded (read from /proc/self/maps), plus glibc's name-service modules so the proxy can
-//! resolve app containers by name through Docker's DNS. Its tag is derived from the binary,
-//! so a new dockmaster version builds a new image once and an unchanged one reuses it.
+//! resolve app containers by name through Docker's DNS. The release build is static
+//! (`.cargo/config.toml`): it has no shared library mapped, and the image holds the binary
+//! alone (glibc ≥ 2.34 has the `files` and `dns` name services built in, also when linked
+//! statically). Its tag is derived from the binary, so a new dockmaster version builds a
+//! new image once and an unchanged one reuses it.
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -48,10 +51,15 @@ pub async fn ensure(engine: &Engine) -> Result<String> {
         .rm(true)
         .forcerm(true)
         .build();
-    let mut stream =
-        engine
-            .docker()
-            .build_image(opts, None, Some(bollard::body_full(context.into())));
+    // Sent in slices of the one buffer: a single 12 MiB body is copied once more on its
+    // way to the socket, which made the proxy build the peak memory of a first deploy.
+    let context = bytes::Bytes::from(context);
+    let slices: Vec<bytes::Bytes> = (0..context.len())
+        .step_by(256 * 1024)
+        .map(|at| context.slice(at..context.len().min(at + 256 * 1024)))
+        .collect();
+    let body = bollard::body_stream(futures_util::stream::iter(slices));
+    let mut stream = engine.docker().build_image(opts, None, Some(body));
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| {
             let (status, reason) = error::status_and_message(e);
@@ -95,6 +103,47 @@ async fn remove_unused_older(engine: &Engine, current: &str) {
 }
 
 fn context_tar(exe: &Path) -> std::io::Result<Vec<u8>> {
+    let libs = shared_libraries()?;
+    tracing::debug!(
+        static_exe = libs.is_empty(),
+        libs = libs.len(),
+        "proxy image context"
+    );
+    // Sized up front: the binary is most of it (~12 MiB), and growing the buffer by
+    // doubling would hold two copies at once, the peak memory of a first deploy.
+    let size: u64 = std::iter::once(exe)
+        .chain(libs.iter().map(PathBuf::as_path))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len().div_ceil(512) * 512 + 512)
+        .sum();
+    let mut tar = tar::Builder::new(Vec::with_capacity(size as usize + 16 * 1024));
+    let dockerfile = "FROM scratch\nCOPY rootfs/ /\nLABEL dev.dockmaster.role=proxy-image\nENTRYPOINT [\"/dockmaster\"]\n";
+    append_bytes(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
+    append_bytes(
+        &mut tar,
+        "rootfs/etc/nsswitch.conf",
+        b"hosts: files dns\n",
+        0o644,
+    )?;
+    append_bytes(
+        &mut tar,
+        "rootfs/var/lib/dockmaster-proxy/.keep",
+        b"",
+        0o644,
+    )?;
+    append_bytes(&mut tar, "rootfs/tmp/.keep", b"", 0o644)?;
+    append_file(&mut tar, exe, Path::new("rootfs/dockmaster"))?;
+    for lib in &libs {
+        let rel = lib.strip_prefix("/").unwrap_or(lib);
+        append_file(&mut tar, lib, &Path::new("rootfs").join(rel))?;
+    }
+    tar.into_inner()
+}
+
+/// The shared libraries this process needs in the image: those it has mapped, the program
+/// interpreter under the name the binary asks for, and glibc's name-service modules. None
+/// for a static executable (nothing ending in `.so…` is mapped).
+fn shared_libraries() -> std::io::Result<BTreeSet<PathBuf>> {
     let mut libs: BTreeSet<PathBuf> = BTreeSet::new();
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     for line in maps.lines() {
@@ -138,29 +187,7 @@ fn context_tar(exe: &Path) -> std::io::Result<Vec<u8>> {
             }
         }
     }
-
-    let mut tar = tar::Builder::new(Vec::new());
-    let dockerfile = "FROM scratch\nCOPY rootfs/ /\nLABEL dev.dockmaster.role=proxy-image\nENTRYPOINT [\"/dockmaster\"]\n";
-    append_bytes(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
-    append_bytes(
-        &mut tar,
-        "rootfs/etc/nsswitch.conf",
-        b"hosts: files dns\n",
-        0o644,
-    )?;
-    append_bytes(
-        &mut tar,
-        "rootfs/var/lib/dockmaster-proxy/.keep",
-        b"",
-        0o644,
-    )?;
-    append_bytes(&mut tar, "rootfs/tmp/.keep", b"", 0o644)?;
-    append_file(&mut tar, exe, Path::new("rootfs/dockmaster"))?;
-    for lib in &libs {
-        let rel = lib.strip_prefix("/").unwrap_or(lib);
-        append_file(&mut tar, lib, &Path::new("rootfs").join(rel))?;
-    }
-    tar.into_inner()
+    Ok(libs)
 }
 
 /// A plain regular-file entry (the tar crate would write a sparse entry for a sparse file,
@@ -187,4 +214,52 @@ fn append_bytes(
     header.set_mode(mode);
     header.set_cksum();
     tar.append_data(&mut header, path, Cursor::new(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(tar: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(Cursor::new(tar));
+        let mut names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The tests are built like the release (static, `.cargo/config.toml`): the image is
+    /// the binary and the few files dockmaster writes. A dynamic build gets its libraries.
+    #[test]
+    fn a_static_executable_goes_alone_a_dynamic_one_with_its_libraries() {
+        let exe = std::env::current_exe().unwrap();
+        let names = entries(&context_tar(&exe).unwrap());
+        let libs = shared_libraries().unwrap();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        if maps.contains(".so") {
+            assert!(names.iter().any(|n| n.contains("libc.so")), "{names:?}");
+            assert!(!libs.is_empty());
+        } else {
+            assert!(libs.is_empty(), "{libs:?}");
+            assert_eq!(
+                names,
+                [
+                    "Dockerfile",
+                    "rootfs/dockmaster",
+                    "rootfs/etc/nsswitch.conf",
+                    "rootfs/tmp/.keep",
+                    "rootfs/var/lib/dockmaster-proxy/.keep",
+                ]
+            );
+        }
+    }
 }

@@ -152,6 +152,22 @@ fn unshare_engine() {
     });
 }
 
+/// Held by a test that uses the engine without a fixture (its own images or containers),
+/// so a test that needs the engine to itself waits for it.
+pub struct Shared(());
+
+pub fn shared() -> Shared {
+    require_engine();
+    share_engine();
+    Shared(())
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        unshare_engine();
+    }
+}
+
 /// Hold while a test needs the engine to itself (waits for the running fixtures to end).
 pub struct Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>);
 
@@ -786,20 +802,32 @@ fn git_cmd(dir: &Path) -> Command {
     c
 }
 
-/// The compose program a user would type: `docker compose` (v2) where it works, else
-/// `docker-compose`.
-pub fn compose() -> Command {
-    let v2 = Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if v2 {
-        let mut c = Command::new("docker");
-        c.arg("compose");
-        c
-    } else {
-        Command::new("docker-compose")
+/// The compose program the suite runs on, as dockmaster picks it: `DOCKMASTER_COMPOSE`
+/// when set (CI runs the suite once with `docker-compose`, v1, and once with `docker
+/// compose`, v2), else `docker compose` where it works, else `docker-compose`.
+pub fn compose_program() -> Vec<String> {
+    match std::env::var("DOCKMASTER_COMPOSE") {
+        Ok(p) if !p.trim().is_empty() => p.split_whitespace().map(str::to_string).collect(),
+        _ => {
+            let v2 = Command::new("docker")
+                .args(["compose", "version"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if v2 {
+                vec!["docker".into(), "compose".into()]
+            } else {
+                vec!["docker-compose".into()]
+            }
+        }
     }
+}
+
+/// The compose program a user would type (the one the suite runs on).
+pub fn compose() -> Command {
+    let program = compose_program();
+    let mut c = Command::new(&program[0]);
+    c.args(&program[1..]);
+    c
 }
 
 pub fn docker_out(args: &[&str]) -> String {
