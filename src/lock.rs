@@ -133,12 +133,23 @@ impl Lock {
                         std::thread::sleep(Duration::from_millis(200));
                         continue;
                     }
-                    // Only information for the message: unreadable is "someone".
-                    let mut text = String::new();
-                    let _ = file.read_to_string(&mut text);
+                    // Only information for the message: unreadable is "someone". The holder
+                    // writes it just after it took the lock, so a reader that comes in
+                    // between finds it empty: look again, briefly, before saying "someone".
+                    let mut holder = None;
+                    for _ in 0..10 {
+                        let mut text = String::new();
+                        let _ = file.rewind();
+                        let _ = file.read_to_string(&mut text);
+                        holder = serde_json::from_str::<Holder>(&text).ok();
+                        if holder.is_some() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                     return Err(Error::Held {
                         app: app.to_string(),
-                        holder: serde_json::from_str::<Holder>(&text).ok().map(Box::new),
+                        holder: holder.map(Box::new),
                         waited: wait,
                     });
                 }

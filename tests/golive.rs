@@ -465,3 +465,42 @@ fn a_newer_build_drives_an_older_proxy_and_an_older_build_refuses_a_newer_one() 
         assert_eq!(fx.snapshot(), before, "nothing changed");
     }
 }
+
+#[test]
+fn the_proxy_runs_as_nobody_and_resumes_its_upstream_after_a_restart() {
+    let fx = fixture("nobody", "");
+    fx.dm(&["deploy"]).ok();
+    fx.push_version(Behaviour::Good);
+    fx.dm(&["deploy"]).ok();
+    let proxy = fx.proxy().expect("the proxy");
+    let user = docker_out(&["inspect", "-f", "{{.Config.User}}", &proxy.id]);
+    assert_eq!(
+        user.trim(),
+        "65534:65534",
+        "its ports (8080) allow a non-root user"
+    );
+    let pid = docker_out(&["inspect", "-f", "{{.State.Pid}}", &proxy.id]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(uid.split_whitespace().nth(1) == Some("65534"), "{uid}");
+    // Its state file is its own to write: after a restart it sends traffic where it did.
+    let out = Command::new("docker")
+        .args(["restart", "-t", "2", &proxy.id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = docker_out(&["exec", &proxy.id, "/dockmaster", "proxy-ctl", "status"]);
+        if status.starts_with("ok") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the proxy came back: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(fx.served_version(), "v2");
+}

@@ -128,7 +128,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         Duration::from_secs(2),
     )
     .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
@@ -294,7 +294,24 @@ fn a_standby_is_reused_only_while_compose_settings_are_unchanged() {
 /// moves, and the drain time dockmaster reports must cover it.
 #[test]
 fn switch_drains_a_slow_request_in_flight_at_the_switch() {
-    let fx = start_first_fixture("sfdrain");
+    // A 10 s request: in flight at the switch however long a loaded machine takes to get
+    // there.
+    let fx = Fixture::with(
+        "sfdrain",
+        Options {
+            container_name: true,
+            extra_service_yaml: Some("    ports:\n      - \"127.0.0.1::8080\"\n".into()),
+            app: Some(crate::support::App {
+                serve: None,
+                files: vec![(
+                    "cgi-bin/slow10",
+                    "#!/bin/sh\nsleep 10\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n"
+                        .into(),
+                )],
+            }),
+            ..Options::default()
+        },
+    );
     let tag1 = fx.tag_today(&fx.head());
     fx.dm(&["deploy"]).ok();
     let tag2 = fx.tag_today(&fx.push_version(Behaviour::Good));
@@ -302,10 +319,15 @@ fn switch_drains_a_slow_request_in_flight_at_the_switch() {
     fx.dm(&["rollback", &tag1]).ok();
     let port = host_port(&fx);
 
-    // A 3 s request is in flight on the live release when the switch happens.
-    let slow = std::thread::spawn(move || http_get(port, "/cgi-bin/slow"));
+    // The request is in flight on the live release when the switch happens.
+    let slow = std::thread::spawn(move || {
+        let answer = http_get(port, "/cgi-bin/slow10");
+        (answer, Instant::now())
+    });
     std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
     let out = fx.dm(&["rollback", &tag2]);
+    let ended = Instant::now();
     out.ok();
     let line = out
         .stderr
@@ -313,14 +335,20 @@ fn switch_drains_a_slow_request_in_flight_at_the_switch() {
         .find(|l| l.contains("drained in"))
         .unwrap_or_else(|| panic!("no drain line: {}", out.stderr));
     let drained = drained_time(line);
+    let (answer, answered) = slow.join().unwrap();
+    let (code, body) = answer.expect("the slow request got an answer");
+    // Nothing drained would mean a drain time near zero, and a rollback that ended before
+    // the request did.
     assert!(
-        drained >= Duration::from_millis(1500),
-        "the switch waited for the request in flight (~2.7 s left of it): {line}"
+        drained >= Duration::from_secs(2),
+        "the switch waited for the request in flight: {line}"
     );
-    let (code, body) = slow
-        .join()
-        .unwrap()
-        .expect("the slow request got an answer");
+    assert!(
+        ended >= answered,
+        "the rollback ended after the request it drained ({:?} vs {:?} after the start)",
+        ended - started,
+        answered.saturating_duration_since(started)
+    );
     assert_eq!(code, 200, "{body}");
     assert_eq!(body.trim(), "slow done");
     assert_eq!(fx.served_version(), "v2");

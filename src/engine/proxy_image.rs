@@ -117,7 +117,9 @@ fn context_tar(exe: &Path) -> std::io::Result<Vec<u8>> {
         .map(|m| m.len().div_ceil(512) * 512 + 512)
         .sum();
     let mut tar = tar::Builder::new(Vec::with_capacity(size as usize + 16 * 1024));
-    let dockerfile = "FROM scratch\nCOPY rootfs/ /\nLABEL dev.dockmaster.role=proxy-image\nENTRYPOINT [\"/dockmaster\"]\n";
+    // The proxy runs as nobody (65534) where the ports allow it: its state directory is
+    // that user's, and /tmp is writable by all, as on any system.
+    let dockerfile = "FROM scratch\nCOPY rootfs/ /\nCOPY --chown=65534:65534 state/ /var/lib/dockmaster-proxy/\nLABEL dev.dockmaster.role=proxy-image\nENTRYPOINT [\"/dockmaster\"]\n";
     append_bytes(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
     append_bytes(
         &mut tar,
@@ -125,12 +127,8 @@ fn context_tar(exe: &Path) -> std::io::Result<Vec<u8>> {
         b"hosts: files dns\n",
         0o644,
     )?;
-    append_bytes(
-        &mut tar,
-        "rootfs/var/lib/dockmaster-proxy/.keep",
-        b"",
-        0o644,
-    )?;
+    append_bytes(&mut tar, "state/.keep", b"", 0o644)?;
+    append_dir(&mut tar, "rootfs/tmp", 0o1777)?;
     append_bytes(&mut tar, "rootfs/tmp/.keep", b"", 0o644)?;
     append_file(&mut tar, exe, Path::new("rootfs/dockmaster"))?;
     for lib in &libs {
@@ -203,6 +201,15 @@ fn append_file(tar: &mut tar::Builder<Vec<u8>>, src: &Path, dst: &Path) -> std::
     tar.append_data(&mut header, dst, file)
 }
 
+fn append_dir(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_size(0);
+    header.set_mode(mode);
+    header.set_cksum();
+    tar.append_data(&mut header, format!("{path}/"), std::io::empty())
+}
+
 fn append_bytes(
     tar: &mut tar::Builder<Vec<u8>>,
     path: &str,
@@ -256,8 +263,9 @@ mod tests {
                     "Dockerfile",
                     "rootfs/dockmaster",
                     "rootfs/etc/nsswitch.conf",
+                    "rootfs/tmp/",
                     "rootfs/tmp/.keep",
-                    "rootfs/var/lib/dockmaster-proxy/.keep",
+                    "state/.keep",
                 ]
             );
         }

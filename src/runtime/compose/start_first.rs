@@ -296,13 +296,20 @@ fn write_proxy_override(
         command.push("\"--mode\"".into());
         command.push("\"tcp\"".into());
     }
+    // Non-root where it can bind the ports as such (ports below 1024 need root on kernels
+    // and engines that do not lower `ip_unprivileged_port_start` in containers).
+    let user = if ports.iter().all(|p| *p >= 1024) {
+        "65534:65534"
+    } else {
+        "0:0"
+    };
     let token = control_token()?;
     command.push("\"--control-token\"".into());
     command.push(format!("\"{token}\""));
     let body = format!(
         "# Written by dockmaster: its switch proxy holds the service's name, container_name\n\
          # and ports, and sends traffic to the live release's container.\n\
-         services:\n  {svc}:\n    image: \"{image}\"\n    entrypoint: [\"/dockmaster\", \"proxy\"]\n    command: [{command}]\n    user: \"0:0\"\n    working_dir: \"/\"\n    healthcheck:\n      test: [\"CMD\", \"/dockmaster\", \"proxy-ctl\", \"health\"]\n      interval: 10s\n      timeout: 5s\n      retries: 3\n    labels:\n      {LABEL_ROLE}: proxy\n      {LABEL_CONTROL_TOKEN}: \"{token}\"\n      {LABEL_PROXY_MODE}: \"{mode}\"\n",
+         services:\n  {svc}:\n    image: \"{image}\"\n    entrypoint: [\"/dockmaster\", \"proxy\"]\n    command: [{command}]\n    user: \"{user}\"\n    working_dir: \"/\"\n    healthcheck:\n      test: [\"CMD\", \"/dockmaster\", \"proxy-ctl\", \"health\"]\n      interval: 10s\n      timeout: 5s\n      retries: 3\n    labels:\n      {LABEL_ROLE}: proxy\n      {LABEL_CONTROL_TOKEN}: \"{token}\"\n      {LABEL_PROXY_MODE}: \"{mode}\"\n",
         mode = app.proxy.as_str(),
         svc = app.service,
         command = command.join(", "),
