@@ -47,7 +47,9 @@
 //! with a message naming the package if either is missing.
 //!
 //! Environment: `BENCH_SECONDS` (default 10), `BENCH_ROUNDS` (default 1), `BENCH_ONLY`
-//! (`direct`, `dockmaster` or `nginx`; direct is always measured, for the "added" column).
+//! (`direct`, `dockmaster` or `nginx`; direct is always measured, for the "added" column),
+//! `BENCH_HOLD=<secs>` (for profiling: start the paths, print their addresses and pids,
+//! keep them up that long, at most 30 minutes, without load; then stop).
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -101,6 +103,25 @@ fn main() {
             addr: nginx.addr,
             server: Some(nginx),
         });
+    }
+    if let Some(hold) = std::env::var("BENCH_HOLD")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // For profiling: the paths stay up, unloaded, for a bounded time.
+        let hold = hold.min(1800);
+        for p in &paths {
+            let pid = p.server.as_ref().map(|s| s.child.id().to_string());
+            eprintln!(
+                "{}: http://{}/ (pid {})",
+                p.name,
+                p.addr,
+                pid.as_deref().unwrap_or("-")
+            );
+        }
+        eprintln!("holding for {hold} s");
+        std::thread::sleep(Duration::from_secs(hold));
+        return;
     }
     let rows = measure(&paths, secs, rounds);
     drop(paths);
