@@ -616,3 +616,78 @@ pub async fn ctl(control: u16, words: &[String]) -> anyhow::Result<u8> {
     print!("{line}");
     Ok(if line.starts_with("ok") { 0 } else { 1 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_dropped() {
+        let mut h = map(&[
+            ("host", "example.com"),
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["accept", "host"]);
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_fields_are_left_alone() {
+        let mut h = map(&[
+            ("host", "example.com"),
+            ("accept", "*/*"),
+            ("x-custom", "a"),
+            ("x-custom", "b"),
+        ]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn forwarded_fields_are_set_or_appended() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "")]);
+        append(&mut h, "x-forwarded-for", "172.18.0.5");
+        append(&mut h, "x-forwarded-proto", "http");
+        append(&mut h, "x-forwarded-host", "example.com");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 172.18.0.5");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn an_unreadable_earlier_forwarded_field_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        append(&mut h, "x-forwarded-for", "172.18.0.5");
+        assert_eq!(h["x-forwarded-for"], "172.18.0.5");
+    }
+}
