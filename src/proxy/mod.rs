@@ -23,7 +23,7 @@
 //! and answers; dockmaster then stops the old container.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -198,18 +198,22 @@ type Out = Response<BoxBody<Bytes, hyper::Error>>;
 type Pinned = Arc<Mutex<Option<(Arc<Upstream>, SendRequest<Incoming>)>>>;
 
 /// RFC 9110 §7.6.1: connection-specific fields a proxy must not forward (plus the
-/// pre-standard `Proxy-Connection` and `Keep-Alive`).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// pre-standard `Proxy-Connection` and `Keep-Alive`). As names, not strings: a string is
+/// parsed into a name on every lookup.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    hyper::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::TRANSFER_ENCODING,
+    hyper::header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Proxy {
     fn upstream(&self) -> Arc<Upstream> {
@@ -250,11 +254,13 @@ impl Proxy {
         Ok(sender)
     }
 
+    /// `forwarded_for` is the client's address as a header value (made once per
+    /// connection).
     async fn forward(
         &self,
         mut req: Request<Incoming>,
         port: u16,
-        peer: SocketAddr,
+        forwarded_for: HeaderValue,
         pinned: Pinned,
     ) -> Out {
         let upstream = self.upstream();
@@ -262,22 +268,29 @@ impl Proxy {
         let upgrade = wants_upgrade(req.headers());
         let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
         let host = req.headers().get(hyper::header::HOST).cloned();
-        // The upstream gets the origin form, `Host` kept as the client sent it.
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
-        match path.parse() {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
+        // The upstream gets the origin form, `Host` kept as the client sent it. A target
+        // already in origin form (nearly all) is kept as it is.
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string();
+            match path.parse() {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
+            }
         }
         if req.version() != hyper::Version::HTTP_11 {
             *req.version_mut() = hyper::Version::HTTP_11;
         }
         let headers = req.headers_mut();
-        let upgrade_to = headers.get(hyper::header::UPGRADE).cloned();
+        let upgrade_to = if upgrade {
+            headers.get(hyper::header::UPGRADE).cloned()
+        } else {
+            None
+        };
         strip_hop_by_hop(headers);
         if let (true, Some(proto)) = (upgrade, upgrade_to) {
             headers.insert(
@@ -291,10 +304,10 @@ impl Proxy {
         {
             headers.insert(hyper::header::HOST, h);
         }
-        append(headers, "x-forwarded-for", &peer.ip().to_string());
-        append(headers, "x-forwarded-proto", "http");
-        if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
-            append(headers, "x-forwarded-host", h);
+        append(headers, X_FORWARDED_FOR, forwarded_for);
+        append(headers, X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if let Some(h) = host.filter(|h| h.to_str().is_ok()) {
+            append(headers, X_FORWARDED_HOST, h);
         }
 
         let mut sender = match self.sender(&pinned, &upstream, port).await {
@@ -430,6 +443,11 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// Drop the hop-by-hop fields, and every field the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none (and then no `Connection` naming others): one pass over the
+    // names instead of nine lookups.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(hyper::header::CONNECTION)
         .iter()
@@ -445,15 +463,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Set `name`, or append `, value` to what an earlier proxy put there.
-fn append(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    let joined = match headers.get(name).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {value}"),
-        _ => value.to_string(),
+/// Set `name`, or append `, value` to what an earlier proxy put there (`value` is
+/// visible ASCII: an address, a scheme, or a `Host` that reads as text).
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => {
+            let joined = format!("{prev}, {}", value.to_str().unwrap_or_default());
+            match HeaderValue::from_str(&joined) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        _ => value,
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(name, v);
-    }
+    headers.insert(name, joined);
 }
 
 fn bad_gateway(host: &str, e: &dyn std::fmt::Display) -> Out {
@@ -507,10 +530,18 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, port: u16, mode: 
                 Mode::Tcp => proxy.forward_tcp(stream, port).await,
                 Mode::Http => {
                     let pinned: Pinned = Arc::new(Mutex::new(None));
+                    // An address always makes a valid header value.
+                    let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
+                        .unwrap_or_else(|_| HeaderValue::from_static(""));
                     let service = hyper::service::service_fn(move |req| {
                         let proxy = proxy.clone();
                         let pinned = pinned.clone();
-                        async move { Ok::<_, Infallible>(proxy.forward(req, port, peer, pinned).await) }
+                        let forwarded_for = forwarded_for.clone();
+                        async move {
+                            Ok::<_, Infallible>(
+                                proxy.forward(req, port, forwarded_for, pinned).await,
+                            )
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -671,9 +702,17 @@ mod tests {
     #[test]
     fn forwarded_fields_are_set_or_appended() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "")]);
-        append(&mut h, "x-forwarded-for", "172.18.0.5");
-        append(&mut h, "x-forwarded-proto", "http");
-        append(&mut h, "x-forwarded-host", "example.com");
+        append(
+            &mut h,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("172.18.0.5"),
+        );
+        append(&mut h, X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        append(
+            &mut h,
+            X_FORWARDED_HOST,
+            HeaderValue::from_static("example.com"),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 172.18.0.5");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
@@ -687,7 +726,11 @@ mod tests {
             "x-forwarded-for",
             HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
         );
-        append(&mut h, "x-forwarded-for", "172.18.0.5");
+        append(
+            &mut h,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("172.18.0.5"),
+        );
         assert_eq!(h["x-forwarded-for"], "172.18.0.5");
     }
 }
