@@ -511,6 +511,19 @@ fn save_state(path: &PathBuf, host: &str) {
     }
 }
 
+/// Keep a timer due within `HEADER_TIMEOUT / 2` at all times. Every request arms a header
+/// timer (hyper's `header_read_timeout`, `HEADER_TIMEOUT` ahead); tokio wakes its I/O driver
+/// (an eventfd write, and a parked worker woken) whenever a new timer is due before every
+/// other one, i.e. on every request when no other timer is pending. With this one pending,
+/// header timers never are the earliest: no wake-up, at the price of one every 5 s.
+async fn keep_a_timer_armed() {
+    let mut tick = tokio::time::interval(HEADER_TIMEOUT / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
 /// Accept connections forever; an accept error (out of file descriptors) pauses briefly
 /// instead of spinning.
 async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, port: u16, mode: Mode) {
@@ -575,6 +588,7 @@ pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         args.listen,
         args.mode.as_str()
     );
+    tokio::spawn(keep_a_timer_armed());
     for port in &args.listen {
         let listener = TcpListener::bind((args.bind, *port)).await?;
         tokio::spawn(accept_loop(listener, proxy.clone(), *port, args.mode));
