@@ -121,6 +121,8 @@ fn main() {
         }
         eprintln!("holding for {hold} s");
         std::thread::sleep(Duration::from_secs(hold));
+        drop(paths);
+        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let rows = measure(&paths, secs, rounds);
