@@ -23,7 +23,7 @@
 //! and answers; dockmaster then stops the old container.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -210,18 +210,22 @@ type Out = Response<BoxBody<Bytes, hyper::Error>>;
 type Pinned = Arc<Mutex<Option<(Arc<Upstream>, SendRequest<Incoming>)>>>;
 
 /// RFC 9110 §7.6.1: connection-specific fields a proxy must not forward (plus the
-/// pre-standard `Proxy-Connection` and `Keep-Alive`).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// pre-standard `Proxy-Connection` and `Keep-Alive`). As names, not strings: a string is
+/// parsed into a name on every lookup.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    hyper::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::TRANSFER_ENCODING,
+    hyper::header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Proxy {
     fn upstream(&self) -> Arc<Upstream> {
@@ -280,11 +284,13 @@ impl Proxy {
         Ok(sender)
     }
 
+    /// `forwarded_for` is the client's address as a header value (made once per
+    /// connection).
     async fn forward(
         &self,
         mut req: Request<Incoming>,
         port: u16,
-        peer: SocketAddr,
+        forwarded_for: HeaderValue,
         pinned: Pinned,
     ) -> Out {
         let started = Instant::now();
@@ -293,22 +299,29 @@ impl Proxy {
         let upgrade = wants_upgrade(req.headers());
         let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
         let host = req.headers().get(hyper::header::HOST).cloned();
-        // The upstream gets the origin form, `Host` kept as the client sent it.
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
-        match path.parse() {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
+        // The upstream gets the origin form, `Host` kept as the client sent it. A target
+        // already in origin form (nearly all) is kept as it is.
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string();
+            match path.parse() {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
+            }
         }
         if req.version() != hyper::Version::HTTP_11 {
             *req.version_mut() = hyper::Version::HTTP_11;
         }
         let headers = req.headers_mut();
-        let upgrade_to = headers.get(hyper::header::UPGRADE).cloned();
+        let upgrade_to = if upgrade {
+            headers.get(hyper::header::UPGRADE).cloned()
+        } else {
+            None
+        };
         strip_hop_by_hop(headers);
         if let (true, Some(proto)) = (upgrade, upgrade_to) {
             headers.insert(
@@ -322,10 +335,10 @@ impl Proxy {
         {
             headers.insert(hyper::header::HOST, h);
         }
-        append(headers, "x-forwarded-for", &peer.ip().to_string());
-        append(headers, "x-forwarded-proto", "http");
-        if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
-            append(headers, "x-forwarded-host", h);
+        append(headers, X_FORWARDED_FOR, forwarded_for);
+        append(headers, X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if let Some(h) = host.filter(|h| h.to_str().is_ok()) {
+            append(headers, X_FORWARDED_HOST, h);
         }
 
         let mut sender = match self.sender(&pinned, &upstream, port).await {
@@ -497,6 +510,11 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// Drop the hop-by-hop fields, and every field the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none (and then no `Connection` naming others): one pass over the
+    // names instead of nine lookups.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(hyper::header::CONNECTION)
         .iter()
@@ -512,24 +530,28 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Set `name`, or append `, value` to what earlier proxies put there (on one line or
-/// several: every line counts, in order).
-fn append(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    let earlier: Vec<&str> = headers
-        .get_all(name)
+/// Set `name`, or append `, value` to what earlier proxies put there — on one line or
+/// several: every line counts, in order (`value` is visible ASCII: an address, a scheme,
+/// or a `Host` that reads as text).
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    let mut earlier = headers
+        .get_all(&name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .collect();
-    let joined = if earlier.is_empty() {
-        value.to_string()
+        .peekable();
+    let joined = if earlier.peek().is_none() {
+        value
     } else {
-        format!("{}, {value}", earlier.join(", "))
+        let mut all: Vec<&str> = earlier.collect();
+        all.push(value.to_str().unwrap_or_default());
+        match HeaderValue::from_str(&all.join(", ")) {
+            Ok(v) => v,
+            Err(_) => return,
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(name, v);
-    }
+    headers.insert(name, joined);
 }
 
 fn bad_gateway(host: &str, e: &dyn std::fmt::Display) -> Out {
@@ -564,6 +586,19 @@ fn save_state(path: &PathBuf, host: &str) {
     }
 }
 
+/// Keep a timer due within `HEADER_TIMEOUT / 2` at all times. Every request arms a header
+/// timer (hyper's `header_read_timeout`, `HEADER_TIMEOUT` ahead); tokio wakes its I/O driver
+/// (an eventfd write, and a parked worker woken) whenever a new timer is due before every
+/// other one, i.e. on every request when no other timer is pending. With this one pending,
+/// header timers never are the earliest: no wake-up, at the price of one every 5 s.
+async fn keep_a_timer_armed() {
+    let mut tick = tokio::time::interval(HEADER_TIMEOUT / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
 /// Accept connections forever; an accept error (out of file descriptors) pauses briefly
 /// instead of spinning.
 async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, port: u16, mode: Mode) {
@@ -583,10 +618,18 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, port: u16, mode: 
                 Mode::Tcp => proxy.forward_tcp(stream, port).await,
                 Mode::Http => {
                     let pinned: Pinned = Arc::new(Mutex::new(None));
+                    // An address always makes a valid header value.
+                    let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
+                        .unwrap_or_else(|_| HeaderValue::from_static(""));
                     let service = hyper::service::service_fn(move |req| {
                         let proxy = proxy.clone();
                         let pinned = pinned.clone();
-                        async move { Ok::<_, Infallible>(proxy.forward(req, port, peer, pinned).await) }
+                        let forwarded_for = forwarded_for.clone();
+                        async move {
+                            Ok::<_, Infallible>(
+                                proxy.forward(req, port, forwarded_for, pinned).await,
+                            )
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -623,6 +666,7 @@ pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         args.listen,
         args.mode.as_str()
     );
+    tokio::spawn(keep_a_timer_armed());
     for port in &args.listen {
         let listener = TcpListener::bind((args.bind, *port)).await?;
         tokio::spawn(accept_loop(listener, proxy.clone(), *port, args.mode));
@@ -703,33 +747,18 @@ mod tests {
     #[test]
     fn forwarded_headers_keep_every_earlier_line() {
         let mut h = HeaderMap::new();
-        append(&mut h, "x-forwarded-for", "10.0.0.9");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
-        let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.append(
             "x-forwarded-for",
             HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
         );
-        append(&mut h, "x-forwarded-for", "10.0.0.9");
+        append(
+            &mut h,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("10.0.0.9"),
+        );
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
-    }
-
-    #[test]
-    fn hop_by_hop_fields_and_those_connection_names_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, X-Secret"),
-        );
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-kept"]);
     }
 
     #[test]
@@ -742,5 +771,87 @@ mod tests {
             HeaderValue::from_static("keep-alive, Upgrade"),
         );
         assert!(wants_upgrade(&h));
+    }
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_dropped() {
+        let mut h = map(&[
+            ("host", "example.com"),
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["accept", "host"]);
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_fields_are_left_alone() {
+        let mut h = map(&[
+            ("host", "example.com"),
+            ("accept", "*/*"),
+            ("x-custom", "a"),
+            ("x-custom", "b"),
+        ]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn forwarded_fields_are_set_or_appended() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "")]);
+        append(
+            &mut h,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("172.18.0.5"),
+        );
+        append(&mut h, X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        append(
+            &mut h,
+            X_FORWARDED_HOST,
+            HeaderValue::from_static("example.com"),
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 172.18.0.5");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn an_unreadable_earlier_forwarded_field_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        append(
+            &mut h,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("172.18.0.5"),
+        );
+        assert_eq!(h["x-forwarded-for"], "172.18.0.5");
     }
 }
