@@ -1,8 +1,7 @@
 //! Issue 10: "stopped" means stopped, hot/cold/no standby, and the proxy set up by the
 //! release before the control protocol had a version.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +31,7 @@ struct Client {
 
 impl Client {
     fn start(fx: &Fixture) -> Client {
-        let port = host_port(fx);
+        let port = fx.host_port();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -42,7 +41,7 @@ impl Client {
                 if flag.load(Ordering::SeqCst) {
                     break;
                 }
-                match get(port, "/health") {
+                match crate::support::http_get(port, "/health") {
                     Some((200, _)) => ok += 1,
                     _ => failed += 1,
                 }
@@ -62,32 +61,6 @@ impl Client {
         assert!(ok > 10, "the client ran ({ok} ok)");
         assert_eq!(failed, 0, "no request failed ({ok} ok)");
     }
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = format!("127.0.0.1:{port}").parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Some((code, body))
-}
-
-fn host_port(fx: &Fixture) -> u16 {
-    let name = fx.container_name.clone().expect("container_name set");
-    let out = docker_out(&["port", &name, "8080/tcp"]);
-    out.lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no published port: {out}"))
 }
 
 /// (name, running) of every release container of the fixture's service.

@@ -93,16 +93,6 @@ done
 printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %s\r\nConnection: close, X-App-Hop\r\nX-App-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-App-Kept: 1\r\n\r\n%s' "${#head}" "$head"
 "#;
 
-fn host_port(fx: &Fixture) -> u16 {
-    let name = fx.container_name.clone().expect("container_name set");
-    let out = docker_out(&["port", &name, "8080/tcp"]);
-    out.lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no published port: {out}"))
-}
-
 fn connect(port: u16) -> TcpStream {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
@@ -401,7 +391,7 @@ fn an_upgraded_connection_echoes_both_ways_stays_on_its_release_and_closes_when_
     );
     fx.configure("drain_timeout = \"3s\"\n");
     fx.dm(&["deploy"]).ok().stderr_has("start-first");
-    let port = host_port(&fx);
+    let port = fx.host_port();
 
     let s = connect(port);
     (&s).write_all(
@@ -444,7 +434,7 @@ fn a_websocket_handshake_passes_through_with_its_upgrade_headers() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let s = connect(port);
     (&s).write_all(
         b"GET /chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -481,7 +471,7 @@ fn server_sent_events_and_chunked_responses_arrive_as_the_app_writes_them() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
 
     let sse = request(
         port,
@@ -540,7 +530,7 @@ fn a_one_gib_upload_streams_through_the_proxy_in_under_32_mib() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let proxy = fx.proxy().expect("the proxy");
     let pid = inspect(&proxy.id, "{{.State.Pid}}");
 
@@ -586,7 +576,7 @@ fn one_client_connection_carries_several_requests() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let mut conn = BufReader::new(connect(port));
     // Static files have a length; a CGI answer ends when busybox closes its side, which the
     // proxy must re-frame (chunked) to keep the client's connection.
@@ -622,7 +612,7 @@ fn forwarded_headers_are_set_and_hop_by_hop_headers_dropped() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let resp = request(
         port,
         "GET /cgi-bin/env HTTP/1.1\r\nHost: example.test:8443\r\nConnection: keep-alive, X-Hop\r\n\
@@ -677,7 +667,7 @@ fn forwarded_headers_are_set_and_hop_by_hop_headers_dropped() {
 fn a_client_that_stops_sending_its_headers_is_cut_off_while_others_are_served() {
     let fx = fixture("slowhead", App::default());
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let prober = Prober::start(port, http_probe);
     let mut slow = connect(port);
     let since = Instant::now();
@@ -714,7 +704,7 @@ fn an_app_that_stopped_serving_gets_a_one_line_502_and_the_proxy_serves_on() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let proxy = fx.proxy().expect("the proxy");
     let proxy_started = inspect(&proxy.id, "{{.State.StartedAt}}");
     let before = fx.snapshot();
@@ -788,7 +778,7 @@ fn tcp_mode_keeps_an_open_connection_on_its_release_until_the_drain_ends_and_los
         ),
         "tcp"
     );
-    let port = host_port(&fx);
+    let port = fx.host_port();
     assert_eq!(tcp_line(port).as_deref(), Some("v1: probe"));
 
     let mut held = BufReader::new(connect(port));
@@ -831,7 +821,7 @@ fn an_http_proxy_before_a_health_check_that_is_not_http_suggests_tcp_mode() {
 fn the_control_port_refuses_bad_names_and_tokenless_clients_and_changes_nothing() {
     let fx = fixture("ctl", App::default());
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let proxy = fx.proxy().expect("the proxy");
     let before = fx.snapshot();
     let upstream = before.live.clone().expect("live").name;
@@ -923,7 +913,7 @@ fn an_upgraded_connection_closed_by_its_client_ends_the_drain_early() {
     );
     fx.configure("drain_timeout = \"30s\"\n");
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let s = connect(port);
     (&s).write_all(
         b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
@@ -954,7 +944,7 @@ fn an_idle_keep_alive_connection_neither_holds_the_drain_nor_stays_on_the_old_re
     let fx = fixture("keepswitch", App::default());
     fx.configure("drain_timeout = \"30s\"\n");
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let mut conn = BufReader::new(connect(port));
     let get_version = |conn: &mut BufReader<TcpStream>| {
         write!(
@@ -991,7 +981,7 @@ fn an_upload_that_expects_100_continue_gets_it_and_is_streamed() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let s = connect(port);
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut conn = BufReader::new(s);
@@ -1028,7 +1018,7 @@ fn x_forwarded_for_sent_on_two_lines_is_kept_whole() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let resp = request(
         port,
         "GET /who HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\
@@ -1064,7 +1054,7 @@ fn hop_by_hop_fields_of_the_app_s_answer_are_dropped() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let mut conn = BufReader::new(connect(port));
     for _ in 0..2 {
         write!(
@@ -1106,7 +1096,7 @@ fn concurrent_upgraded_connections_each_keep_their_own_bytes() {
         },
     );
     fx.dm(&["deploy"]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let mut conns: Vec<BufReader<TcpStream>> = (0..8)
         .map(|i| {
             let s = connect(port);

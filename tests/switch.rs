@@ -1,14 +1,12 @@
 //! Issue 5: the start-first switch, measured by clients that probe the service throughout.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::support::{Behaviour, Fixture, Options, docker_out};
+use crate::support::{Behaviour, Fixture, Options, docker_out, http_get};
 
 /// A service that exposes its port (start-first needs to know it), with a container name
 /// and a host port (ephemeral, on loopback) as in the guide.
@@ -121,36 +119,6 @@ impl HostClient {
     }
 }
 
-/// One HTTP/1.0 GET on loopback; (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Some((code, body))
-}
-
-fn host_port(fx: &Fixture) -> u16 {
-    let name = fx.container_name.clone().expect("container_name set");
-    let out = docker_out(&["port", &name, "8080/tcp"]);
-    out.lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no published port: {out}"))
-}
-
 #[test]
 fn start_first_switches_lose_no_request_for_any_client() {
     let fx = start_first_fixture("sfzero");
@@ -164,7 +132,7 @@ fn start_first_switches_lose_no_request_for_any_client() {
         "the proxy holds container_name"
     );
     assert_eq!(fx.served_version(), "v1");
-    let port = host_port(&fx);
+    let port = fx.host_port();
 
     let by_service = NetClient::start(&fx, "http://app:8080/health");
     let by_name = NetClient::start(
@@ -317,7 +285,7 @@ fn switch_drains_a_slow_request_in_flight_at_the_switch() {
     let tag2 = fx.tag_today(&fx.push_version(Behaviour::Good));
     fx.dm(&["deploy"]).ok();
     fx.dm(&["rollback", &tag1]).ok();
-    let port = host_port(&fx);
+    let port = fx.host_port();
 
     // The request is in flight on the live release when the switch happens.
     let slow = std::thread::spawn(move || {
@@ -437,7 +405,7 @@ fn plain_compose_up_still_brings_the_service_up() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = host_port(&fx);
+    let port = fx.host_port();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some((200, body)) = http_get(port, "/version") {

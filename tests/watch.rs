@@ -1,14 +1,12 @@
 //! Issue 13: `deploy --watch` rolls a degraded release back on its own, keeps a healthy one,
 //! and the proxy's counters reach `status` and `metrics`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::support::{Behaviour, Fixture, Options, docker_out};
+use crate::support::{Behaviour, Fixture, Options};
 
 /// Start-first with a hot standby (so a watch's rollback is a pointer swap), a short
 /// window, a published loopback port.
@@ -27,16 +25,6 @@ fn fixture(name: &str, watch: &str) -> Fixture {
     fx
 }
 
-fn host_port(fx: &Fixture) -> u16 {
-    let name = fx.container_name.clone().expect("container_name set");
-    let out = docker_out(&["port", &name, "8080/tcp"]);
-    out.lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no published port: {out}"))
-}
-
 /// Traffic on `/cgi-bin/work` from two loops; counts answers by kind. A 500 is the app's
 /// answer; a connection that fails or times out is the switch's fault.
 struct Traffic {
@@ -49,7 +37,7 @@ struct Traffic {
 
 impl Traffic {
     fn start(fx: &Fixture) -> Traffic {
-        let port = host_port(fx);
+        let port = fx.host_port();
         let stop = Arc::new(AtomicBool::new(false));
         let (ok, errors, failed) = (
             Arc::new(AtomicUsize::new(0)),
@@ -66,7 +54,7 @@ impl Traffic {
                         if stop.load(Ordering::SeqCst) {
                             break;
                         }
-                        match get(port, "/cgi-bin/work") {
+                        match crate::support::http_get(port, "/cgi-bin/work").map(|(c, _)| c) {
                             Some(200) => ok.fetch_add(1, Ordering::SeqCst),
                             Some(_) => errors.fetch_add(1, Ordering::SeqCst),
                             None => failed.fetch_add(1, Ordering::SeqCst),
@@ -97,16 +85,6 @@ impl Traffic {
             self.failed.load(Ordering::SeqCst),
         )
     }
-}
-
-fn get(port: u16, path: &str) -> Option<u16> {
-    let addr = format!("127.0.0.1:{port}").parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn last_deploy(fx: &Fixture) -> serde_json::Value {

@@ -531,6 +531,17 @@ impl Fixture {
             .collect()
     }
 
+    /// The host port the service's container publishes for 8080 (on loopback).
+    pub fn host_port(&self) -> u16 {
+        let name = self.container_name.clone().expect("container_name set");
+        let out = docker_out(&["port", &name, "8080/tcp"]);
+        out.lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no published port: {out}"))
+    }
+
     /// The compose project's default network.
     pub fn network(&self) -> String {
         format!("{}_default", self.project)
@@ -833,4 +844,24 @@ pub fn compose() -> Command {
 pub fn docker_out(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("docker");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One HTTP/1.0 GET on loopback (2 s to connect, 20 s to answer): (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = format!("127.0.0.1:{port}").parse().ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Some((code, body))
 }
