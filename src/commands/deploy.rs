@@ -74,9 +74,7 @@ pub async fn run(
     }
 
     let lock = ctx.rt.lock("deploy", wait_lock)?;
-    let history = ctx.history()?;
-    history.close_abandoned()?;
-    history.close_dead_watches(!Lock::is_free(&app.state_dir, &watch_lock_name(app)))?;
+    let history = ctx.history_under_lock()?;
     let watch_for = args.watch.or(app.watch.duration);
     ctx.rt.warm_up();
     let (_, serving) = ctx.releases_and_serving().await?;
@@ -543,12 +541,6 @@ async fn dry_run(
     Ok(clean.map(|_| exit::OK)?)
 }
 
-/// The watch lock's name: held by a deploy while it watches, so the next operation can tell
-/// a live watcher from one that was killed.
-fn watch_lock_name(app: &crate::settings::App) -> String {
-    format!("{}.watch", app.id())
-}
-
 /// What a watch needs to know about the deploy it follows.
 struct Watched<'a> {
     candidate: &'a Candidate,
@@ -573,7 +565,7 @@ async fn watch_phase(
     let p = &ctx.printer;
     let _watching = Lock::acquire(
         &app.state_dir,
-        &watch_lock_name(app),
+        &super::watch_lock_name(app),
         "deploy --watch",
         Some(std::time::Duration::from_secs(5)),
     )?;

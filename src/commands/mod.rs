@@ -56,6 +56,25 @@ impl Ctx {
     pub fn history(&self) -> Result<History> {
         Ok(History::open(&self.app().state_dir, &self.app().id())?)
     }
+
+    /// The history for an operation that holds the lock: events that a killed process left
+    /// `running`, or `watching` with no watcher alive, are closed as `abandoned` first.
+    pub fn history_under_lock(&self) -> Result<History> {
+        let history = self.history()?;
+        history.close_abandoned()?;
+        let app = self.app();
+        history.close_dead_watches(!crate::lock::Lock::is_free(
+            &app.state_dir,
+            &watch_lock_name(app),
+        ))?;
+        Ok(history)
+    }
+}
+
+/// The watch lock's name: held by a deploy while it watches, so the next operation can tell
+/// a live watcher from one that was killed.
+pub fn watch_lock_name(app: &App) -> String {
+    format!("{}.watch", app.id())
 }
 
 /// How the history records a go-live: its outcome and the reason, if it failed.

@@ -204,11 +204,14 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Re
     } else {
         Some(ctx.rt.lock("prune", wait_lock)?)
     };
-    let history = ctx.history()?;
+    let history = if args.dry_run {
+        ctx.history()?
+    } else {
+        ctx.history_under_lock()?
+    };
     let event = if args.dry_run {
         None
     } else {
-        history.close_abandoned()?;
         Some(history.begin("prune", None, None)?)
     };
     let result = prune(ctx, rules, args.dry_run, args.dangling).await;

@@ -49,12 +49,7 @@ pub async fn run(
     let wanted: Option<Tag> = args.tag.as_deref().map(str::parse).transpose()?;
 
     let _lock = ctx.rt.lock("rollback", wait_lock)?;
-    let history = ctx.history()?;
-    history.close_abandoned()?;
-    history.close_dead_watches(!crate::lock::Lock::is_free(
-        &app.state_dir,
-        &format!("{}.watch", app.id()),
-    ))?;
+    let history = ctx.history_under_lock()?;
     let (releases, serving) = ctx.releases_and_serving().await?;
     ctx.rt.check_drivable()?;
     let live_release = serving.as_ref().and_then(|l| l.release.clone());

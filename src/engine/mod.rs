@@ -393,19 +393,6 @@ impl Engine {
         })
     }
 
-    /// Send a signal and return at once (the container shuts down in its own time).
-    pub async fn signal(&self, id: &str, signal: &str) -> Result<()> {
-        let opts = bollard::query_parameters::KillContainerOptionsBuilder::default()
-            .signal(signal)
-            .build();
-        // 404: gone already; 409: not running.
-        tolerate(
-            self.docker.kill_container(id, Some(opts)).await,
-            &[404, 409],
-            || format!("sending {signal} to container {id}"),
-        )
-    }
-
     /// Stop a container as `docker stop` does — its stop signal, then SIGKILL once its grace
     /// period (`stop_grace_period`) is over — and return once it has exited.
     pub async fn stop(&self, c: &ContainerInfo) -> Result<Stopped> {
@@ -473,27 +460,6 @@ impl Engine {
             .copied()
             .unwrap_or(0);
         Ok(mem.usage.map(|u| u.saturating_sub(cache)))
-    }
-
-    /// Stop a container (its stop signal, then SIGKILL after `grace`) and remove it.
-    pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<()> {
-        let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
-            .t(grace.as_secs().try_into().unwrap_or(i32::MAX))
-            .build();
-        // 304: stopped already; 404: gone already.
-        tolerate(
-            self.docker.stop_container(id, Some(stop)).await,
-            &[304, 404],
-            || format!("stopping container {id}"),
-        )?;
-        let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .build();
-        tolerate(
-            self.docker.remove_container(id, Some(rm)).await,
-            &[404],
-            || format!("removing container {id}"),
-        )
     }
 
     /// Give a container the restart policy compose would have (`compose run` gives none).
