@@ -18,3 +18,5 @@ mod proxy;
 mod watch;
 
 mod ship;
+
+mod swarm;

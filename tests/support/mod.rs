@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod swarm;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
