@@ -71,7 +71,9 @@ pub async fn build(req: &BuildRequest, on: &mut dyn FnMut(BuildEvent<'_>)) -> Re
         labels.join(" \\\n      ")
     );
     let mut cmd = crate::engine::cli::command("docker");
-    cmd.args(["build", "--tag", &req.image, "-"])
+    // --force-rm: a failed step's intermediate container goes too (the legacy builder
+    // keeps it otherwise, "Created", on the user's engine).
+    cmd.args(["build", "--force-rm", "--tag", &req.image, "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -166,7 +168,7 @@ async fn run_build(
     iidfile: Option<&std::path::Path>,
 ) -> Result<()> {
     let mut cmd = crate::engine::cli::command("docker");
-    cmd.arg("build");
+    cmd.args(["build", "--force-rm"]);
     if let Some(t) = tag {
         cmd.arg("--tag").arg(t);
     }
