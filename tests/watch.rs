@@ -305,3 +305,42 @@ fn ctrl_c_ends_the_watch_and_keeps_the_release_and_another_deploy_ends_it_too() 
         format!("DEPLOYED_APP_TAG={tag1}")
     );
 }
+
+#[test]
+fn bad_watch_settings_and_metrics_without_a_counting_proxy_change_nothing() {
+    // No port known: recreate, so no proxy counts this service's traffic.
+    let fx = Fixture::new("watchbad");
+    fx.dm(&["deploy"]).ok();
+    let before = fx.snapshot();
+    fx.dm(&["metrics"])
+        .code(1)
+        .stderr_has("no proxy counts the traffic of service `app`")
+        .stderr_has("hint:");
+    for (toml, says) in [
+        (
+            "[watch]\nmax_5xx = \"200%\"\n",
+            "[watch] max_5xx in dockmaster.toml: `200%` is not a share",
+        ),
+        (
+            "[watch]\nmax_p95_ratio = 0.5\n",
+            "[watch] max_p95_ratio in dockmaster.toml: `0.5` is not a number of at least 1.0",
+        ),
+        (
+            "[watch]\nwindow = \"soon\"\n",
+            "[watch] window in dockmaster.toml",
+        ),
+        ("[watch]\nmax_latency = 3\n", "dockmaster.toml is not valid"),
+    ] {
+        std::fs::write(fx.dir.join("dockmaster.toml"), toml).unwrap();
+        fx.dm(&["deploy", "--watch", "10s"])
+            .code(2)
+            .stderr_has(says)
+            .stderr_has("hint:");
+        assert_eq!(fx.snapshot(), before, "nothing changed for {toml}");
+    }
+    std::fs::remove_file(fx.dir.join("dockmaster.toml")).unwrap();
+    fx.dm(&["deploy", "--watch", "soon"])
+        .code(2)
+        .stderr_has("`soon` is not a duration");
+    assert_eq!(fx.snapshot(), before);
+}
