@@ -617,7 +617,6 @@ async fn watch_phase(
             return Err(e);
         }
     };
-    let minutes = |d: std::time::Duration| human_duration(d);
     let watch_report = |outcome, after: std::time::Duration, reason: Option<String>| WatchReport {
         outcome,
         watched_ms: after.as_millis(),
@@ -626,7 +625,7 @@ async fn watch_phase(
     match end {
         End::Kept { watched } => {
             history.mark(&w.target.tag, Mark::KnownGood)?;
-            let line = format!("watched {}: kept", minutes(watched));
+            let line = format!("watched {}: kept", human_duration(watched));
             rec.end(Outcome::Succeeded, Some(&line))?;
             p.ok(&format!("{} {line}", w.target.tag));
             if app.retention.auto {
@@ -639,7 +638,10 @@ async fn watch_phase(
             Ok(exit::OK)
         }
         End::Interrupted { after } => {
-            let line = format!("watch ended by Ctrl-C after {}; kept", minutes(after));
+            let line = format!(
+                "watch ended by Ctrl-C after {}; kept",
+                human_duration(after)
+            );
             rec.end(Outcome::Succeeded, Some(&line))?;
             p.warn(&format!("{line}: {} stays live", w.target.tag));
             report.outcome = "succeeded";
@@ -649,12 +651,11 @@ async fn watch_phase(
             Ok(exit::OK)
         }
         End::Superseded { now, after } => {
-            let (releases, serving) = ctx.releases_and_serving().await?;
-            let _ = releases;
+            let (_, serving) = ctx.releases_and_serving().await?;
             let now_tag = serving.as_ref().and_then(|s| s.tag_string());
             let line = format!(
                 "watch ended after {}: another deploy or rollback put {} live",
-                minutes(after),
+                human_duration(after),
                 now_tag
                     .as_deref()
                     .or(now.as_deref())
@@ -672,7 +673,7 @@ async fn watch_phase(
             p.fail(&format!(
                 "{} degraded after {}: {reason}",
                 w.target.tag,
-                minutes(after)
+                human_duration(after)
             ));
             history.mark(&w.target.tag, Mark::Failed)?;
             let why = format!("watch: {reason}");
