@@ -196,15 +196,19 @@ async fn start_first<R: Runtime>(rt: &R, plan: &Plan, sink: &dyn Sink) -> Result
         }
     };
     sink.event(Event::Switched(&switched, &candidate));
-    if let Err(reason) = rt.confirm(&candidate, &plan.target).await? {
-        sink.event(Event::ConfirmFailed(&reason));
-        return restore(rt, plan, Stage::Confirm, reason, sink).await;
-    }
-    sink.event(Event::Confirmed(&candidate, &plan.target));
-    let retired = rt
-        .retire(&candidate, switched.from.as_deref(), plan.standby)
-        .await?;
-    sink.event(Event::Retired(&retired));
+    let confirmed = confirm_and_retire(
+        rt,
+        &candidate,
+        &plan.target,
+        switched.from.as_deref(),
+        plan.standby,
+        sink,
+    )
+    .await?;
+    let retired = match confirmed {
+        Ok(r) => r,
+        Err(reason) => return restore(rt, plan, Stage::Confirm, reason, sink).await,
+    };
     Ok(Live::New {
         candidate,
         switched: Some(switched),
@@ -246,14 +250,13 @@ async fn recreate<R: Runtime>(rt: &R, plan: &Plan, sink: &dyn Sink) -> Result<Li
     }
 
     sink.event(phase(Phase::Switch));
-    if let Err(reason) = rt.confirm(&candidate, &plan.target).await? {
-        sink.event(Event::ConfirmFailed(&reason));
-        return restore(rt, plan, Stage::Confirm, reason, sink).await;
-    }
-    sink.event(Event::Confirmed(&candidate, &plan.target));
     // Release containers of an earlier start-first switch no longer take traffic.
-    let retired = rt.retire(&candidate, None, Standby::None).await?;
-    sink.event(Event::Retired(&retired));
+    let confirmed =
+        confirm_and_retire(rt, &candidate, &plan.target, None, Standby::None, sink).await?;
+    let retired = match confirmed {
+        Ok(r) => r,
+        Err(reason) => return restore(rt, plan, Stage::Confirm, reason, sink).await,
+    };
     Ok(Live::New {
         candidate,
         switched: None,
@@ -346,20 +349,38 @@ async fn restore_failure<R: Runtime>(
         });
     }
     sink.event(phase(Phase::Switch));
-    if let Err(why) = rt.confirm(&candidate, previous).await? {
-        sink.event(Event::ConfirmFailed(&why));
+    if let Err(why) =
+        confirm_and_retire(rt, &candidate, previous, None, Standby::None, sink).await?
+    {
         return Ok(Live::Down {
             failure,
             restore_failure: why,
         });
     }
-    sink.event(Event::Confirmed(&candidate, previous));
-    let retired = rt.retire(&candidate, None, Standby::None).await?;
-    sink.event(Event::Retired(&retired));
     Ok(Live::PreviousRestored {
         failure,
         restored: previous.clone(),
     })
+}
+
+/// Check the candidate runs exactly `target` (and move `latest`), then retire the other
+/// release containers: the retired ones, or why it did not run the target.
+async fn confirm_and_retire<R: Runtime>(
+    rt: &R,
+    candidate: &Candidate,
+    target: &Target,
+    previous: Option<&str>,
+    standby: Standby,
+    sink: &dyn Sink,
+) -> Result<std::result::Result<Retired, String>> {
+    if let Err(reason) = rt.confirm(candidate, target).await? {
+        sink.event(Event::ConfirmFailed(&reason));
+        return Ok(Err(reason));
+    }
+    sink.event(Event::Confirmed(candidate, target));
+    let retired = rt.retire(candidate, previous, standby).await?;
+    sink.event(Event::Retired(&retired));
+    Ok(Ok(retired))
 }
 
 /// The health gate; `Some((reason, interrupted))` when it did not pass.
