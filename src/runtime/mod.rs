@@ -9,6 +9,7 @@
 //! however many engines it spans, and takes a lock that holds across machines.
 
 pub mod compose;
+pub mod swarm;
 
 use std::time::Duration;
 

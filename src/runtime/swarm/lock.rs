@@ -1,0 +1,1 @@
+//! The cluster-wide lock: one uniquely named Swarm config object per app.
