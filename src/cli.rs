@@ -32,6 +32,10 @@ pub struct GlobalArgs {
     /// $DOCKMASTER_STATE_DIR, else $XDG_STATE_HOME/dockmaster or ~/.local/state/dockmaster.
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where releases run: `compose` (one host) or `swarm` (a Swarm service). Default:
+    /// `runtime` in dockmaster.toml, else compose.
+    #[arg(long, global = true, value_name = "RUNTIME")]
+    pub runtime: Option<crate::settings::RuntimeKind>,
     /// Wait this long for another operation's lock instead of exiting 3 (e.g. 2m).
     #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
     pub wait_lock: Option<Duration>,

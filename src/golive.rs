@@ -319,7 +319,7 @@ async fn restore_failure<R: Runtime>(
     let choice = Choice {
         strategy: Strategy::Recreate,
         ports: vec![],
-        why: "recreate, to put the previous release back".into(),
+        why: rt.restore_why(),
     };
     let phase = |phase| Event::Phase {
         phase,

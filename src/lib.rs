@@ -27,7 +27,7 @@ use crate::commands::Ctx;
 use crate::engine::Engine;
 use crate::error::exit;
 use crate::output::Printer;
-use crate::runtime::compose::ComposeRuntime;
+use crate::runtime::AnyRuntime;
 use crate::settings::App;
 
 /// Parse the command line, run the command, print the error if any, return the exit code.
@@ -121,7 +121,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         (Err(e), _) => return Err(error::Error::from(e).into()),
     };
     let ctx = Ctx {
-        rt: ComposeRuntime::new(app, engine),
+        rt: AnyRuntime::new(app, engine),
         printer: Printer::new(),
     };
     let wait = cli.global.wait_lock;

@@ -170,6 +170,56 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub watch: WatchConfig,
+    /// Where releases run: "compose" (one host; the default) or "swarm" (a Swarm service).
+    pub runtime: Option<RuntimeKind>,
+    #[serde(default)]
+    pub swarm: SwarmConfig,
+}
+
+/// Where releases run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    /// One host, with docker compose.
+    #[default]
+    Compose,
+    /// A Swarm service of a stack named after the compose project.
+    Swarm,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Compose => "compose",
+            RuntimeKind::Swarm => "swarm",
+        }
+    }
+}
+
+/// `[swarm]`: the Swarm runtime's settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// The engines of the swarm's nodes, as `docker -H` takes them (`unix:///…`,
+    /// `ssh://user@host`, `tcp://…`): where release images are shipped. The engine dockmaster
+    /// talks to (`DOCKER_HOST`) is a manager and need not be listed.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// The health check interval the service spec gets when the compose file's is longer
+    /// (default 2s): Swarm routes to a task and goes on with an update only once Docker
+    /// calls it healthy, and Docker's first check comes one interval after the start.
+    pub health_interval: Option<String>,
+    /// A cluster lock whose holder has not renewed it for this long is taken over
+    /// (default 60s).
+    pub lock_stale: Option<String>,
+}
+
+/// The Swarm runtime's settings, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Swarm {
+    pub nodes: Vec<String>,
+    pub health_interval: Duration,
+    pub lock_stale: Duration,
 }
 
 /// How a release replaces the live one.
@@ -355,6 +405,8 @@ pub struct App {
     pub drain_timeout: Duration,
     pub standby: Standby,
     pub proxy: crate::proxy::Mode,
+    pub runtime: RuntimeKind,
+    pub swarm: Swarm,
     /// The environment variables dockmaster reads.
     pub env: Env,
     /// What the compose file says about the service.
@@ -543,6 +595,20 @@ impl App {
             )?,
             standby: config.standby.unwrap_or_default(),
             proxy: config.proxy.unwrap_or_default(),
+            runtime: global.runtime.or(config.runtime).unwrap_or_default(),
+            swarm: Swarm {
+                nodes: config.swarm.nodes.clone(),
+                health_interval: dur(
+                    &config.swarm.health_interval,
+                    "[swarm] health_interval",
+                    Duration::from_secs(2),
+                )?,
+                lock_stale: dur(
+                    &config.swarm.lock_stale,
+                    "[swarm] lock_stale",
+                    Duration::from_secs(60),
+                )?,
+            },
             env,
             service_def: service.clone(),
             config_path,

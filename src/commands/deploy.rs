@@ -73,7 +73,7 @@ pub async fn run(
         return dry_run(ctx, args, &checkout, started).await;
     }
 
-    let lock = ctx.rt.lock("deploy", wait_lock)?;
+    let lock = ctx.rt.lock("deploy", wait_lock).await?;
     let history = ctx.history_under_lock()?;
     let watch_for = args.watch.or(app.watch.duration);
     ctx.rt.warm_up();
@@ -112,7 +112,7 @@ pub async fn run(
         // No compose, no switch: after a build (which compose detection ran beside), say so
         // now. A deploy of an existing image may not need compose at all (a standby start).
         if report.built {
-            ctx.rt.compose.get().await?;
+            ctx.rt.compose_ready().await?;
         }
         rec.set_target(&tag.to_string())?;
         if interrupt::requested() {
@@ -130,6 +130,9 @@ pub async fn run(
             tag: tag.to_string(),
             image_id,
         };
+        for done in ctx.rt.prepare(&target).await? {
+            p.ok(&done);
+        }
         let plan = Plan {
             choice: ctx.rt.choose(&target, args.strategy).await?,
             target,
@@ -696,7 +699,7 @@ async fn watch_phase(
             let _lock = ctx.rt.lock(
                 "deploy --watch (rollback)",
                 Some(std::time::Duration::from_secs(60)),
-            )?;
+            ).await?;
             let plan = Plan {
                 target: previous.clone(),
                 previous: Some(w.target.clone()),

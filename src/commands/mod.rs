@@ -22,24 +22,24 @@ use crate::history::{History, Mark};
 use crate::output::Printer;
 use crate::release::Release;
 use crate::runtime::Runtime;
-use crate::runtime::compose::ComposeRuntime;
+use crate::runtime::AnyRuntime;
 use crate::settings::App;
 
 pub use progress::GoLivePrinter;
 
 /// What every command starts from.
 pub struct Ctx {
-    pub rt: ComposeRuntime,
+    pub rt: AnyRuntime,
     pub printer: Printer,
 }
 
 impl Ctx {
     pub fn app(&self) -> &App {
-        &self.rt.app
+        self.rt.app()
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.rt.engine
+        self.rt.engine()
     }
 
     /// The releases and what serves now.

@@ -77,6 +77,7 @@ impl Sink for GoLivePrinter<'_> {
                     c.name
                 ),
                 Started::Recreated => format!("Container {} recreated", c.name),
+                Started::Updated => format!("Service {} is being updated", c.name),
             }),
             Event::StartFailed(why) => p.fail(&format!("Could not start it: {why}")),
             Event::Healthy { after, how } => {
@@ -111,8 +112,18 @@ impl Sink for GoLivePrinter<'_> {
             Event::SwitchFailed(why) => p.fail(&format!("Traffic not moved: {why}")),
             Event::Confirmed(c, target) => {
                 p.ok(&format!(
-                    "Container {} is running image {}",
+                    "{} {} {} image {}",
+                    if c.how == Started::Updated {
+                        "Every task of service"
+                    } else {
+                        "Container"
+                    },
                     c.name,
+                    if c.how == Started::Updated {
+                        "runs"
+                    } else {
+                        "is running"
+                    },
                     app.image_ref(&target.tag)
                 ));
                 p.ok(&format!(

@@ -202,7 +202,7 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Re
     let _lock = if args.dry_run {
         None
     } else {
-        Some(ctx.rt.lock("prune", wait_lock)?)
+        Some(ctx.rt.lock("prune", wait_lock).await?)
     };
     let history = if args.dry_run {
         ctx.history()?

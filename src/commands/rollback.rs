@@ -48,7 +48,7 @@ pub async fn run(
     // The tag's form is checked before anything else: a typo must not even take the lock.
     let wanted: Option<Tag> = args.tag.as_deref().map(str::parse).transpose()?;
 
-    let _lock = ctx.rt.lock("rollback", wait_lock)?;
+    let _lock = ctx.rt.lock("rollback", wait_lock).await?;
     let history = ctx.history_under_lock()?;
     let (releases, serving) = ctx.releases_and_serving().await?;
     ctx.rt.check_drivable()?;
@@ -135,6 +135,9 @@ pub async fn run(
     let previous_tag = previous.as_ref().map(|t| t.tag.clone());
     let rec = history.record("rollback", previous_tag.as_deref(), Some(&target.tag))?;
     let gone_live = async {
+        for done in ctx.rt.prepare(&target).await? {
+            p.ok(&done);
+        }
         let plan = Plan {
             choice: ctx.rt.choose(&target, args.strategy).await?,
             target: target.clone(),

@@ -36,6 +36,11 @@ impl Environment {
         self.vars.get(key).map(String::as_str)
     }
 
+    /// Every variable: the `.env` file's, then the process's over them.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Exactly these variables, without the process environment: for tests that must not
     /// depend on the environment they run in.
     #[cfg(test)]

@@ -47,6 +47,8 @@ pub struct Service {
     pub has_healthcheck: bool,
     /// The health check's `test`, as one line of text (to tell an HTTP probe from another).
     pub healthcheck_test: Option<String>,
+    /// The health check's `interval`, when it sets one.
+    pub healthcheck_interval: Option<Duration>,
     /// Container ports published on the host.
     pub publishes_ports: bool,
     /// TCP container ports the service serves on (`ports:` targets and `expose:`).
@@ -324,8 +326,15 @@ impl Project {
                 Value::Sequence(s) => s.iter().filter_map(scalar).collect::<Vec<_>>().join(" "),
                 other => scalar(other).unwrap_or_default(),
             });
+        let healthcheck_interval = healthcheck
+            .filter(|_| has_healthcheck)
+            .and_then(|h| h.get("interval"))
+            .and_then(scalar)
+            .and_then(|v| self.interpolate(&v).ok())
+            .and_then(|v| parse_compose_duration(&v));
         Ok(Service {
             name: name.to_string(),
+            healthcheck_interval,
             image_raw: def.get("image").and_then(scalar),
             build,
             container_name: text("container_name")?,

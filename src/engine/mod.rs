@@ -105,6 +105,11 @@ impl Engine {
 
     /// Is the engine on this machine (a unix socket)? Then its bridge networks' container
     /// addresses are reachable from here, on Linux.
+    /// `DOCKER_HOST`, or the local socket: where the engine is, for messages.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     pub fn is_local(&self) -> bool {
         self.host.starts_with("unix://")
     }

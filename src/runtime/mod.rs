@@ -11,6 +11,9 @@
 pub mod compose;
 pub mod swarm;
 
+pub use any::AnyRuntime;
+mod any;
+
 use std::time::Duration;
 
 use crate::error::Result;
@@ -103,6 +106,8 @@ pub enum Started {
     AlreadyRunning,
     /// The service's own container, recreated in place (the recreate strategy).
     Recreated,
+    /// A Swarm service, updated to the release task by task.
+    Updated,
 }
 
 /// Traffic moved: the facts, worded by the printer.
@@ -170,7 +175,19 @@ pub trait Runtime {
     /// proxy set up by a newer dockmaster). Call after `serving`.
     fn check_drivable(&self) -> Result<()>;
     /// The app's lock: one deploy, rollback or prune at a time.
-    fn lock(&self, command: &str, wait: Option<Duration>) -> Result<Lock>;
+    async fn lock(&self, command: &str, wait: Option<Duration>) -> Result<Lock>;
+
+    /// Make `target` runnable everywhere it may run, before anything live changes (Swarm:
+    /// ship its image to every node that may run a task). An error leaves everything as it
+    /// was. Returns what it did, in words, for the printer.
+    async fn prepare(&self, _target: &Target) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+
+    /// How go-live puts the previous release back after the target failed, in words.
+    fn restore_why(&self) -> String {
+        "recreate, to put the previous release back".into()
+    }
 
     /// Pick the strategy for putting `target` live (`requested`: `--strategy`).
     async fn choose(&self, target: &Target, requested: Option<Strategy>) -> Result<Choice>;

@@ -294,7 +294,7 @@ impl Runtime for ComposeRuntime {
         }
     }
 
-    fn lock(&self, command: &str, wait: Option<Duration>) -> Result<Lock> {
+    async fn lock(&self, command: &str, wait: Option<Duration>) -> Result<Lock> {
         Ok(Lock::acquire(
             &self.app.state_dir,
             &self.app.id(),
