@@ -696,10 +696,13 @@ async fn watch_phase(
                 .hint("its logs (`dockmaster logs`) say why; fix it and deploy again"));
             };
             // Back under the lock: the rollback is an operation like any other.
-            let _lock = ctx.rt.lock(
-                "deploy --watch (rollback)",
-                Some(std::time::Duration::from_secs(60)),
-            ).await?;
+            let _lock = ctx
+                .rt
+                .lock(
+                    "deploy --watch (rollback)",
+                    Some(std::time::Duration::from_secs(60)),
+                )
+                .await?;
             let plan = Plan {
                 target: previous.clone(),
                 previous: Some(w.target.clone()),

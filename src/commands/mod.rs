@@ -21,8 +21,8 @@ use crate::error::Result;
 use crate::history::{History, Mark};
 use crate::output::Printer;
 use crate::release::Release;
-use crate::runtime::Runtime;
 use crate::runtime::AnyRuntime;
+use crate::runtime::Runtime;
 use crate::settings::App;
 
 pub use progress::GoLivePrinter;

@@ -38,7 +38,9 @@ impl AnyRuntime {
             crate::settings::RuntimeKind::Compose => {
                 AnyRuntime::Compose(ComposeRuntime::new(app, engine))
             }
-            crate::settings::RuntimeKind::Swarm => AnyRuntime::Swarm(SwarmRuntime::new(app, engine)),
+            crate::settings::RuntimeKind::Swarm => {
+                AnyRuntime::Swarm(SwarmRuntime::new(app, engine))
+            }
         }
     }
 

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use bollard::models::{Service, Task, TaskState};
 use bollard::query_parameters::{
     InspectServiceOptions, ListNodesOptions, ListTasksOptionsBuilder, LogsOptionsBuilder,
-    UpdateServiceOptions,
 };
 use futures_util::StreamExt;
 
@@ -114,11 +113,10 @@ impl SwarmRuntime {
         let name = self.service_name();
         let filters = HashMap::from([("service", vec![name.as_str()])]);
         let opts = ListTasksOptionsBuilder::default().filters(&filters).build();
-        let tasks: Vec<Task> = self
-            .docker()
-            .list_tasks(Some(opts))
-            .await
-            .map_err(|e| crate::engine::Error::api(format!("listing the tasks of {name}"), e))?;
+        let tasks: Vec<Task> =
+            self.docker().list_tasks(Some(opts)).await.map_err(|e| {
+                crate::engine::Error::api(format!("listing the tasks of {name}"), e)
+            })?;
         Ok(tasks.into_iter().filter_map(view).collect())
     }
 
@@ -142,10 +140,7 @@ impl SwarmRuntime {
                     hostname: desc.hostname.unwrap_or_default(),
                     role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
                     labels: spec.labels.unwrap_or_default(),
-                    engine_labels: desc
-                        .engine
-                        .and_then(|e| e.labels)
-                        .unwrap_or_default(),
+                    engine_labels: desc.engine.and_then(|e| e.labels).unwrap_or_default(),
                     os: platform.os.unwrap_or_default(),
                     arch: platform.architecture.unwrap_or_default(),
                 };
@@ -250,7 +245,11 @@ impl SwarmRuntime {
                     "node {name}: shipped {reference} in {}",
                     crate::output::human_duration(started.elapsed())
                 ));
-            } else if engine.image_id(&reference).await.map_err(node_err)?.as_deref()
+            } else if engine
+                .image_id(&reference)
+                .await
+                .map_err(node_err)?
+                .as_deref()
                 != Some(target.image_id.as_str())
             {
                 engine
@@ -265,58 +264,70 @@ impl SwarmRuntime {
                     now.as_deref().map_or("missing", crate::output::short_id),
                     crate::output::short_id(&target.image_id)
                 ))
-                .hint("remove the node's copy (`docker -H <endpoint> image rm …`) and deploy again"));
+                .hint(
+                    "remove the node's copy (`docker -H <endpoint> image rm …`) and deploy again",
+                ));
             }
         }
         Ok(done)
     }
 
-    /// Create the stack from the compose file, with the release's image, labels and update
-    /// settings laid over it (an override file), as `docker stack deploy` would.
+    /// The health check interval the service gets (None: it has no health check).
+    async fn health_interval(&self, image: &str) -> Option<Duration> {
+        let app = &self.app;
+        let theirs = if app.has_compose_healthcheck {
+            Some(app.service_def.healthcheck_interval)
+        } else {
+            self.docker()
+                .inspect_image(image)
+                .await
+                .ok()
+                .and_then(|i| i.config)
+                .and_then(|c| c.healthcheck)
+                .filter(|h| {
+                    h.test
+                        .as_ref()
+                        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
+                })
+                .map(|h| {
+                    h.interval
+                        .filter(|n| *n > 0)
+                        .map(|n| Duration::from_nanos(n as u64))
+                })
+        };
+        spec::health_interval(theirs, app.swarm.health_interval)
+    }
+
+    /// Create (or make again) the stack from the compose file, with the release's image,
+    /// labels and update settings laid over it in an override file, as `docker stack deploy`
+    /// would make it.
     async fn deploy_stack(&self, target: &Target) -> Result<()> {
         let app = &self.app;
-        let image_health = self.image_health(&target.image_id).await;
-        let clamped = spec::clamp_health(None, image_health.as_ref(), app.swarm.health_interval);
+        let labels = serde_json::json!({
+            spec::LABEL_RELEASE: target.tag,
+            spec::LABEL_REPOSITORY: app.repository,
+        });
+        let mut service_labels = labels.clone();
+        service_labels[spec::LABEL_FINGERPRINT] = self.fingerprint().into();
         let mut service = serde_json::json!({
             "image": target.image_id,
-            "labels": {
-                spec::LABEL_RELEASE: target.tag,
-                spec::LABEL_REPOSITORY: app.repository,
-            },
+            "labels": labels,
             "deploy": {
-                "labels": {
-                    spec::LABEL_RELEASE: target.tag,
-                    spec::LABEL_REPOSITORY: app.repository,
-                    spec::LABEL_FINGERPRINT: self.fingerprint(),
-                },
+                "labels": service_labels,
                 "update_config": {
                     "parallelism": 1,
+                    "delay": "0s",
                     "order": "start-first",
                     "failure_action": "pause",
-                    "monitor": format!("{}s", spec::UPDATE_MONITOR.as_secs()),
+                    "monitor": format!("{}ms", spec::UPDATE_MONITOR.as_millis()),
+                    "max_failure_ratio": 0,
                 },
             },
         });
-        let interval = format!("{}ms", app.swarm.health_interval.as_millis());
-        if app.has_compose_healthcheck {
-            // The compose file's own check: only its interval is cut (to at most ours).
-            let theirs = app.service_def.healthcheck_interval.unwrap_or(Duration::from_secs(30));
-            if theirs > app.swarm.health_interval {
-                service["healthcheck"] = serde_json::json!({ "interval": interval });
-            }
-        } else if let Some(h) = clamped {
-            let ns = |v: Option<i64>| v.map(|n| format!("{}ms", n / 1_000_000));
-            let mut check = serde_json::json!({ "test": h.test, "interval": ns(h.interval) });
-            if let Some(t) = ns(h.timeout) {
-                check["timeout"] = t.into();
-            }
-            if let Some(r) = h.retries {
-                check["retries"] = r.into();
-            }
-            if let Some(s) = ns(h.start_period) {
-                check["start_period"] = s.into();
-            }
-            service["healthcheck"] = check;
+        if let Some(i) = self.health_interval(&target.image_id).await {
+            // Only the interval: the rest of the check is the compose file's (or the image's).
+            service["healthcheck"] =
+                serde_json::json!({ "interval": format!("{}ms", i.as_millis()) });
         }
         let over = serde_json::json!({ "services": { app.service.clone(): service } });
         std::fs::create_dir_all(&app.state_dir).map_err(|e| {
@@ -324,35 +335,50 @@ impl SwarmRuntime {
                 "cannot create the state directory {}: {e}",
                 app.state_dir.display()
             ))
+            .hint("pick a writable place with --state-dir")
         })?;
-        let path = app.state_dir.join(format!("{}.swarm-override.yml", app.id()));
-        std::fs::write(&path, over.to_string()).map_err(|e| {
-            Error::failed(format!("cannot write {}: {e}", path.display()))
-        })?;
+        let path = app
+            .state_dir
+            .join(format!("{}.swarm-override.yml", app.id()));
+        std::fs::write(&path, over.to_string())
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
         let mut c = crate::engine::cli::command("docker");
         c.env_remove("DOCKER_CONTEXT").current_dir(&app.project.dir);
+        // `docker stack deploy` reads variables from its environment only, not from `.env`.
         for (k, v) in app.project.env.iter() {
-            if std::env::var_os(k).is_none() {
-                c.env(k, v);
-            }
+            c.env(k, v);
         }
         if let Some(var) = &app.tag_var {
             c.env(var, &target.tag);
         }
-        c.args(["stack", "deploy", "--resolve-image", "never", "--detach=true"]);
+        c.args([
+            "stack",
+            "deploy",
+            "--resolve-image",
+            "never",
+            "--detach=true",
+        ]);
         for f in &app.project.files {
             c.arg("-c").arg(f);
         }
         c.arg("-c").arg(&path).arg(&app.project.name);
-        let out = c.output().await.map_err(|e| {
-            Error::failed(format!("cannot run `docker stack deploy`: {e}"))
-                .hint(crate::engine::cli::install_hint())
-        })?;
-        tracing::debug!(status = ?out.status, stdout = %String::from_utf8_lossy(&out.stdout), stderr = %String::from_utf8_lossy(&out.stderr), "docker stack deploy");
+        self.run_cli(c, "docker stack deploy").await
+    }
+
+    async fn run_cli(&self, mut c: tokio::process::Command, what: &str) -> Result<()> {
+        let out = c
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| {
+                Error::failed(format!("cannot run `{what}`: {e}"))
+                    .hint(crate::engine::cli::install_hint())
+            })?;
+        tracing::debug!(status = ?out.status, stdout = %String::from_utf8_lossy(&out.stdout), stderr = %String::from_utf8_lossy(&out.stderr), "{what}");
         if !out.status.success() {
             return Err(Error::failed(format!(
-                "`docker stack deploy` of {} failed: {}",
-                app.project.name,
+                "`{what}` for {} failed: {}",
+                self.service_name(),
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
@@ -368,55 +394,34 @@ impl SwarmRuntime {
             .unwrap_or_default()
     }
 
-    async fn image_health(&self, image: &str) -> Option<bollard::models::HealthConfig> {
-        self.docker()
-            .inspect_image(image)
-            .await
-            .ok()?
-            .config?
-            .healthcheck
-    }
-
-    /// A forward update of the service to `target`.
+    /// A forward update of the service to `target`: `docker service update` when the service
+    /// was made from the compose file as it is now, else `docker stack deploy` (one rolling
+    /// update does both).
     async fn update(&self, target: &Target, order: Option<Order>) -> Result<()> {
-        let name = self.service_name();
         let Some(service) = self.inspect().await? else {
             return self.deploy_stack(target).await;
         };
-        let mut spec = service.spec.unwrap_or_default();
+        let spec = service.spec.unwrap_or_default();
         let fingerprint = spec
             .labels
             .as_ref()
             .and_then(|l| l.get(spec::LABEL_FINGERPRINT))
             .cloned();
         if fingerprint.as_deref() != Some(self.fingerprint().as_str()) {
-            // The compose file changed since the service was made from it: make it again
-            // (one rolling update does both).
             return self.deploy_stack(target).await;
         }
         let order = order.unwrap_or_else(|| spec::order_for(&spec));
-        let image_health = self.image_health(&target.image_id).await;
-        spec::apply(
-            &mut spec,
-            target,
-            &self.app.repository,
-            order,
-            self.app.swarm.health_interval,
-            image_health.as_ref(),
-        );
-        let version = service
-            .version
-            .and_then(|v| v.index)
-            .ok_or_else(|| Error::failed(format!("service {name} has no version")))?;
-        let opts = UpdateServiceOptions {
-            version: version as i32,
-            ..Default::default()
-        };
-        self.docker()
-            .update_service(&name, spec, opts, None)
-            .await
-            .map_err(|e| crate::engine::Error::api(format!("updating service {name}"), e))?;
-        Ok(())
+        let interval = self.health_interval(&target.image_id).await;
+        let mut c = crate::engine::cli::command("docker");
+        c.env_remove("DOCKER_CONTEXT")
+            .args(spec::update_args(
+                target,
+                &self.app.repository,
+                order,
+                interval,
+            ))
+            .arg(self.service_name());
+        self.run_cli(c, "docker service update").await
     }
 
     /// What runs now: the service's tasks that are meant to run.
@@ -527,7 +532,10 @@ impl Runtime for SwarmRuntime {
             .and_then(|m| m.replicated.as_ref())
             .and_then(|r| r.replicas)
             .map_or(meant.len(), |r| r as usize);
-        let failed = tasks.iter().filter(|t| t.image == image && ended_badly(t)).count();
+        let failed = tasks
+            .iter()
+            .filter(|t| t.image == image && ended_badly(t))
+            .count();
         let labels = spec.labels.clone().unwrap_or_default();
         let state = format!("{running}/{wanted} tasks running");
         Ok(Some(Serving {
@@ -548,12 +556,16 @@ impl Runtime for SwarmRuntime {
                 } else {
                     "starting".into()
                 }),
-                started_at: service
-                    .updated_at
-                    .as_deref()
-                    .and_then(|t| t.parse().ok()),
+                started_at: service.updated_at.as_deref().and_then(|t| t.parse().ok()),
                 restart_count: failed as i64,
-                healthcheck: container.health_check.as_ref().and_then(|h| h.test.clone()),
+                // Not read back from the spec: bollard's model misspells the field (see
+                // `spec::update_args`). The compose file's check is what the service runs.
+                healthcheck: self
+                    .app
+                    .service_def
+                    .healthcheck_test
+                    .clone()
+                    .map(|t| vec![t]),
                 healthcheck_timeout: None,
                 ip_addresses: vec![],
                 labels,
@@ -666,11 +678,7 @@ impl Runtime for SwarmRuntime {
             None => None,
         };
         self.update(target, order).await?;
-        let id = self
-            .inspect()
-            .await?
-            .and_then(|s| s.id)
-            .unwrap_or_default();
+        let id = self.inspect().await?.and_then(|s| s.id).unwrap_or_default();
         Ok(Candidate {
             id,
             name: self.service_name(),
@@ -796,8 +804,14 @@ impl Runtime for SwarmRuntime {
                         )
                     })
                     .collect();
-                if let Some(t) = meant.iter().find(|t| t.image == image && t.state != TaskState::RUNNING) {
-                    self.gate.lock().unwrap_or_else(|e| e.into_inner()).failed_task = Some(t.id.clone());
+                if let Some(t) = meant
+                    .iter()
+                    .find(|t| t.image == image && t.state != TaskState::RUNNING)
+                {
+                    self.gate
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .failed_task = Some(t.id.clone());
                 }
                 return Ok(Verdict::Unhealthy {
                     reason: format!(

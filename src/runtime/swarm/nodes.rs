@@ -52,9 +52,9 @@ pub struct NodeEngine {
 
 impl NodeEngine {
     pub fn shown(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local engine".into()))
+        self.endpoint.clone().unwrap_or_else(|| {
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local engine".into())
+        })
     }
 
     fn command(&self) -> tokio::process::Command {
@@ -127,7 +127,10 @@ impl NodeEngine {
     /// The id of the image `reference` names here, if any.
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>, Error> {
         match self
-            .run(&["image", "inspect", "--format", "{{.Id}}", reference], ANSWER)
+            .run(
+                &["image", "inspect", "--format", "{{.Id}}", reference],
+                ANSWER,
+            )
             .await
         {
             Ok(id) => Ok(Some(id.trim().to_string())),
@@ -142,7 +145,9 @@ impl NodeEngine {
 
     /// Name `image_id` `reference` here.
     pub async fn tag(&self, image_id: &str, reference: &str) -> Result<(), Error> {
-        self.run(&["tag", image_id, reference], ANSWER).await.map(drop)
+        self.run(&["tag", image_id, reference], ANSWER)
+            .await
+            .map(drop)
     }
 
     /// The images of `repository` here: (tag, id, size in bytes).
@@ -170,7 +175,10 @@ impl NodeEngine {
         // `image ls` prints sizes rounded for people: ask for the bytes.
         for image in &mut images {
             if let Ok(size) = self
-                .run(&["image", "inspect", "--format", "{{.Size}}", &image.1], ANSWER)
+                .run(
+                    &["image", "inspect", "--format", "{{.Size}}", &image.1],
+                    ANSWER,
+                )
                 .await
             {
                 image.2 = size.trim().parse().unwrap_or(0);
@@ -182,7 +190,9 @@ impl NodeEngine {
     /// Remove `reference` here (a tag: the image goes with its last name, unless a
     /// container uses it).
     pub async fn remove(&self, reference: &str) -> Result<(), Error> {
-        self.run(&["image", "rm", reference], ANSWER).await.map(drop)
+        self.run(&["image", "rm", reference], ANSWER)
+            .await
+            .map(drop)
     }
 
     /// The images the containers here run (task containers of every state included).
@@ -204,7 +214,12 @@ impl NodeEngine {
     }
 
     /// Copy `reference` from `from` to this engine: `docker save | docker load`.
-    pub async fn load_from(&self, from: &NodeEngine, reference: &str, node: &str) -> Result<(), Error> {
+    pub async fn load_from(
+        &self,
+        from: &NodeEngine,
+        reference: &str,
+        node: &str,
+    ) -> Result<(), Error> {
         let failed = |reason: String| Error::Ship {
             image: reference.to_string(),
             node: node.to_string(),
@@ -215,8 +230,13 @@ impl NodeEngine {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut save = save.spawn().map_err(|e| failed(format!("cannot run docker save: {e}")))?;
-        let stdout = save.stdout.take().ok_or_else(|| failed("no pipe from docker save".into()))?;
+        let mut save = save
+            .spawn()
+            .map_err(|e| failed(format!("cannot run docker save: {e}")))?;
+        let stdout = save
+            .stdout
+            .take()
+            .ok_or_else(|| failed("no pipe from docker save".into()))?;
         let stdout: Stdio = stdout
             .try_into()
             .map_err(|e| failed(format!("pipe from docker save: {e}")))?;
@@ -226,7 +246,9 @@ impl NodeEngine {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let load = load.spawn().map_err(|e| failed(format!("cannot run docker load: {e}")))?;
+        let load = load
+            .spawn()
+            .map_err(|e| failed(format!("cannot run docker load: {e}")))?;
         let mut save_err = save.stderr.take();
         let both = async {
             let loaded = load.wait_with_output().await;
@@ -237,9 +259,12 @@ impl NodeEngine {
             }
             (loaded, saved, text)
         };
-        let (loaded, saved, save_text) = tokio::time::timeout(SHIP, both)
-            .await
-            .map_err(|_| failed(format!("not done within {}", crate::output::human_duration(SHIP))))?;
+        let (loaded, saved, save_text) = tokio::time::timeout(SHIP, both).await.map_err(|_| {
+            failed(format!(
+                "not done within {}",
+                crate::output::human_duration(SHIP)
+            ))
+        })?;
         let saved = saved.map_err(|e| failed(format!("docker save: {e}")))?;
         if !saved.success() {
             return Err(failed(format!("docker save: {}", save_text.trim())));

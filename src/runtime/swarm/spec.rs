@@ -10,10 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{
-    EndpointPortConfigPublishModeEnum, HealthConfig, ServiceSpec, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
-};
+use bollard::models::{EndpointPortConfigPublishModeEnum, ServiceSpec};
 
 use crate::runtime::Target;
 
@@ -52,75 +49,76 @@ impl Order {
     }
 }
 
-/// Make `spec` run `target`: the image by id, the labels, one task at a time in `order`,
-/// Swarm's own rollback off (failure pauses the update; dockmaster rolls back forward), and
-/// a health check interval of at most `interval` (see [`clamp_health`]).
-pub fn apply(
-    spec: &mut ServiceSpec,
+/// The `docker service update` arguments that make the service run `target`: the image by
+/// id (and told not to resolve it), the labels, one task at a time in `order`, Swarm's own
+/// rollback off (a failed task pauses the update; dockmaster rolls back forward), and the
+/// health check interval `interval` (see [`health_interval`]).
+///
+/// The update goes through the docker CLI rather than a spec posted from here: the CLI
+/// round-trips the whole spec in the engine's own types, while a spec read into another
+/// model and posted back loses what that model spells differently (bollard's
+/// `ContainerSpec.HealthCheck` is the engine's `Healthcheck`, so it would drop the service's
+/// health check).
+pub fn update_args(
     target: &Target,
     repository: &str,
     order: Order,
-    interval: Duration,
-    image_health: Option<&HealthConfig>,
-) {
-    let labels = spec.labels.get_or_insert_with(HashMap::new);
-    labels.insert(LABEL_RELEASE.into(), target.tag.clone());
-    labels.insert(LABEL_REPOSITORY.into(), repository.into());
-    if labels.contains_key(LABEL_STACK_IMAGE) {
-        labels.insert(LABEL_STACK_IMAGE.into(), target.image_id.clone());
+    interval: Option<Duration>,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "service".into(),
+        "update".into(),
+        "--detach".into(),
+        "--no-resolve-image".into(),
+        "--image".into(),
+        target.image_id.clone(),
+    ];
+    for flag in ["--label-add", "--container-label-add"] {
+        args.push(flag.into());
+        args.push(format!("{LABEL_RELEASE}={}", target.tag));
+        args.push(flag.into());
+        args.push(format!("{LABEL_REPOSITORY}={repository}"));
     }
-    let task = spec.task_template.get_or_insert_with(Default::default);
-    let container = task.container_spec.get_or_insert_with(Default::default);
-    container.image = Some(target.image_id.clone());
-    let labels = container.labels.get_or_insert_with(HashMap::new);
-    labels.insert(LABEL_RELEASE.into(), target.tag.clone());
-    labels.insert(LABEL_REPOSITORY.into(), repository.into());
-    container.health_check = clamp_health(container.health_check.as_ref(), image_health, interval);
-    spec.update_config = Some(update_config(order));
+    args.extend(
+        [
+            "--label-add",
+            &format!("{LABEL_STACK_IMAGE}={}", target.image_id),
+            "--update-parallelism",
+            "1",
+            "--update-delay",
+            "0s",
+            "--update-failure-action",
+            "pause",
+            "--update-max-failure-ratio",
+            "0",
+            "--update-monitor",
+            &format!("{}ms", UPDATE_MONITOR.as_millis()),
+            "--update-order",
+            order.as_str(),
+        ]
+        .map(String::from),
+    );
+    if let Some(i) = interval {
+        args.push("--health-interval".into());
+        args.push(format!("{}ms", i.as_millis()));
+    }
+    args
 }
 
-/// One task at a time; on a failed task Swarm pauses (it never rolls back by itself:
-/// its rollback swaps to `PreviousSpec`, which is not dockmaster's history).
-pub fn update_config(order: Order) -> ServiceSpecUpdateConfig {
-    ServiceSpecUpdateConfig {
-        parallelism: Some(1),
-        delay: Some(0),
-        failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::PAUSE),
-        monitor: Some(UPDATE_MONITOR.as_nanos() as i64),
-        max_failure_ratio: Some(0.0),
-        order: Some(match order {
-            Order::StartFirst => ServiceSpecUpdateConfigOrderEnum::START_FIRST,
-            Order::StopFirst => ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
-        }),
-    }
-}
-
-/// The health check the spec carries: the service's own (from the compose file), else the
-/// image's, with its interval cut to `interval` when longer — the test, timeout, retries
-/// and start period stay the user's.
+/// The health check interval the service gets: the check's own (the compose file's, else
+/// the image's; Docker's 30 s when it sets none), cut to `most` when longer — the test,
+/// timeout, retries and start period stay the user's. None: there is no health check.
 ///
 /// Why: Swarm puts a task in DNS, and goes on with a start-first update, only once Docker
 /// calls it healthy, and Docker's first check comes one interval after the start (30 s in
 /// many compose files: 30 s per replica per update). `start_interval` would do this only
-/// while starting, but it needs API 1.44. The cost is a check every `interval` instead of
-/// every 30 s, per task.
-pub fn clamp_health(
-    spec: Option<&HealthConfig>,
-    image: Option<&HealthConfig>,
-    interval: Duration,
-) -> Option<HealthConfig> {
-    let base = spec.filter(|h| h.test.is_some()).or(image)?;
-    let test = base.test.as_ref()?;
-    if test.first().map(String::as_str) == Some("NONE") || test.is_empty() {
-        return spec.cloned();
-    }
-    let mut out = base.clone();
-    let current = match base.interval {
-        Some(ns) if ns > 0 => Duration::from_nanos(ns as u64),
-        _ => DEFAULT_HEALTH_INTERVAL,
-    };
-    out.interval = Some(current.min(interval).as_nanos() as i64);
-    Some(out)
+/// while starting, but it needs API 1.44. The cost is a check every `most` instead of every
+/// 30 s, per task.
+pub fn health_interval(check: Option<Option<Duration>>, most: Duration) -> Option<Duration> {
+    let theirs = check?
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_HEALTH_INTERVAL);
+    Some(theirs.min(most))
 }
 
 /// Start-first, unless the service publishes a port in host mode: then two tasks of it
@@ -198,105 +196,47 @@ fn allows_one(constraint: &str, node: &NodeFacts) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::{EndpointPortConfig, EndpointSpec, TaskSpec, TaskSpecContainerSpec};
-
-    fn secs(n: u64) -> i64 {
-        Duration::from_secs(n).as_nanos() as i64
-    }
-
-    fn check(interval: Option<i64>) -> HealthConfig {
-        HealthConfig {
-            test: Some(vec!["CMD".into(), "true".into()]),
-            interval,
-            timeout: Some(secs(3)),
-            retries: Some(4),
-            ..Default::default()
-        }
-    }
+    use bollard::models::{EndpointPortConfig, EndpointSpec};
 
     #[test]
-    fn the_interval_is_cut_and_the_rest_of_the_check_kept() {
-        let out = clamp_health(Some(&check(Some(secs(30)))), None, Duration::from_secs(2));
-        let out = out.unwrap();
-        assert_eq!(out.interval, Some(secs(2)));
-        assert_eq!(out.timeout, Some(secs(3)));
-        assert_eq!(out.retries, Some(4));
-        // Unset means Docker's 30 s: cut too. A shorter one stays.
+    fn the_interval_is_cut_when_longer_and_kept_when_shorter() {
+        let most = Duration::from_secs(2);
+        let s = Duration::from_secs;
+        assert_eq!(health_interval(Some(Some(s(30))), most), Some(s(2)));
         assert_eq!(
-            clamp_health(Some(&check(None)), None, Duration::from_secs(2))
-                .unwrap()
-                .interval,
-            Some(secs(2))
+            health_interval(Some(None), most),
+            Some(s(2)),
+            "Docker's 30 s"
         );
-        assert_eq!(
-            clamp_health(Some(&check(Some(secs(1)))), None, Duration::from_secs(2))
-                .unwrap()
-                .interval,
-            Some(secs(1))
-        );
+        assert_eq!(health_interval(Some(Some(s(1))), most), Some(s(1)));
+        assert_eq!(health_interval(None, most), None, "no check, no interval");
     }
 
     #[test]
-    fn the_images_check_is_used_when_the_service_has_none_and_none_stays_none() {
-        let out = clamp_health(None, Some(&check(Some(secs(60)))), Duration::from_secs(2));
-        assert_eq!(out.unwrap().interval, Some(secs(2)));
-        assert!(clamp_health(None, None, Duration::from_secs(2)).is_none());
-        let disabled = HealthConfig {
-            test: Some(vec!["NONE".into()]),
-            ..Default::default()
-        };
-        let out = clamp_health(
-            Some(&disabled),
-            Some(&check(Some(secs(60)))),
-            Duration::from_secs(2),
-        );
-        assert_eq!(out.unwrap().test, Some(vec!["NONE".to_string()]));
-    }
-
-    #[test]
-    fn apply_names_the_image_by_id_and_labels_the_release() {
-        let mut spec = ServiceSpec {
-            labels: Some(HashMap::from([(
-                LABEL_STACK_IMAGE.to_string(),
-                "myapp:latest".to_string(),
-            )])),
-            task_template: Some(TaskSpec {
-                container_spec: Some(TaskSpecContainerSpec {
-                    image: Some("myapp:latest".into()),
-                    env: Some(vec!["A=1".into()]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+    fn the_update_names_the_image_by_id_and_labels_the_release() {
         let target = Target {
             tag: "2026.11.25-abcdef1".into(),
             image_id: "sha256:00ff".into(),
         };
-        apply(
-            &mut spec,
+        let args = update_args(
             &target,
             "myapp",
             Order::StartFirst,
-            Duration::from_secs(2),
-            None,
+            Some(Duration::from_secs(2)),
         );
-        let c = spec.task_template.as_ref().unwrap().container_spec.as_ref().unwrap();
-        assert_eq!(c.image.as_deref(), Some("sha256:00ff"));
-        assert_eq!(c.env, Some(vec!["A=1".to_string()]), "the rest is kept");
-        assert_eq!(c.labels.as_ref().unwrap()[LABEL_RELEASE], "2026.11.25-abcdef1");
-        let labels = spec.labels.as_ref().unwrap();
-        assert_eq!(labels[LABEL_RELEASE], "2026.11.25-abcdef1");
-        assert_eq!(labels[LABEL_REPOSITORY], "myapp");
-        assert_eq!(labels[LABEL_STACK_IMAGE], "sha256:00ff");
-        let u = spec.update_config.as_ref().unwrap();
-        assert_eq!(u.parallelism, Some(1));
-        assert_eq!(u.order, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
-        assert_eq!(
-            u.failure_action,
-            Some(ServiceSpecUpdateConfigFailureActionEnum::PAUSE)
+        let text = args.join(" ");
+        assert!(
+            text.starts_with("service update --detach --no-resolve-image --image sha256:00ff ")
         );
+        assert!(text.contains("--container-label-add dev.dockmaster.release=2026.11.25-abcdef1"));
+        assert!(text.contains("--label-add dev.dockmaster.repository=myapp"));
+        assert!(text.contains("--update-parallelism 1"));
+        assert!(text.contains("--update-failure-action pause"));
+        assert!(text.contains("--update-order start-first"));
+        assert!(text.ends_with("--health-interval 2000ms"));
+        let args = update_args(&target, "myapp", Order::StopFirst, None);
+        assert!(args.join(" ").contains("--update-order stop-first"));
+        assert!(!args.contains(&"--health-interval".to_string()));
     }
 
     #[test]
@@ -333,9 +273,15 @@ mod tests {
         assert!(allows(&c(&[]), &node));
         assert!(allows(&c(&["node.role==worker"]), &node));
         assert!(!allows(&c(&["node.role == manager"]), &node));
-        assert!(allows(&c(&["node.hostname!=nas1", "node.labels.disk==SSD"]), &node));
+        assert!(allows(
+            &c(&["node.hostname!=nas1", "node.labels.disk==SSD"]),
+            &node
+        ));
         assert!(!allows(&c(&["node.labels.gpu==yes"]), &node));
         assert!(allows(&c(&["node.labels.gpu!=yes"]), &node));
-        assert!(allows(&c(&["something.unknown==x"]), &node), "unknown: ship anyway");
+        assert!(
+            allows(&c(&["something.unknown==x"]), &node),
+            "unknown: ship anyway"
+        );
     }
 }
