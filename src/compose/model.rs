@@ -755,6 +755,7 @@ mod tests {
             container_name: None,
             has_healthcheck: false,
             healthcheck_test: None,
+            healthcheck_interval: None,
             publishes_ports: false,
             container_ports: vec![],
             network_mode: None,
