@@ -215,3 +215,238 @@ fn wait_for_task(node: &Node, service: &str, network: &str) -> (String, String) 
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// dockmaster with runtime = "swarm", on the real multi-engine swarm above.
+
+use crate::support::{Behaviour, Fixture, Options};
+
+/// A fixture app for a Swarm service: three replicas, DNS round robin (no IPVS here), a
+/// 2 s stop grace period (the fixture's httpd is killed at its end, as Docker's 10 s would
+/// otherwise add to every update), the compose file's health check at `interval: 30s`.
+fn swarm_app(name: &str, swarm: &Swarm, nodes: &[&Node]) -> Fixture {
+    let fx = Fixture::with(
+        name,
+        Options {
+            extra_service_yaml: Some(
+                "    stop_grace_period: 2s\n    deploy:\n      replicas: 3\n      endpoint_mode: dnsrr\n"
+                    .into(),
+            ),
+            ..Options::default()
+        },
+    );
+    configure_nodes(&fx, nodes);
+    let _ = swarm;
+    fx
+}
+
+fn configure_nodes(fx: &Fixture, nodes: &[&Node]) {
+    let list: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.docker_host))
+        .collect();
+    fx.configure(&format!(
+        "runtime = \"swarm\"\n[swarm]\nnodes = [{}]\n",
+        list.join(", ")
+    ));
+}
+
+/// dockmaster against the swarm's manager.
+fn dm_on(fx: &Fixture, swarm: &Swarm, args: &[&str]) -> crate::support::Output {
+    fx.dm_cmd(args)
+        .env("DOCKER_HOST", &swarm.manager().docker_host)
+        .run()
+}
+
+/// The image the service's spec names, and the images its running tasks run.
+fn service_images(manager: &Node, service: &str) -> (String, Vec<String>) {
+    let spec = manager
+        .docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            service,
+        ])
+        .trim()
+        .to_string();
+    let tasks = manager.docker_ok(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Image}} {{.CurrentState}}",
+        service,
+    ]);
+    let running = tasks
+        .lines()
+        .filter(|l| l.contains(" Running "))
+        .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    (spec, running)
+}
+
+/// The service's spec version: changes with every update.
+fn spec_version(manager: &Node, service: &str) -> String {
+    manager
+        .docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Version.Index}}",
+            service,
+        ])
+        .trim()
+        .to_string()
+}
+
+/// What a running task of the service answers at `path`, asked inside its container on
+/// `node`.
+fn task_answer(node: &Node, service: &str, path: &str) -> Option<String> {
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    let ids = node.docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &filter,
+        "--filter",
+        "status=running",
+    ]);
+    let id = ids.split_whitespace().next()?;
+    let url = format!("http://127.0.0.1:8080{path}");
+    let out = node.docker(&["exec", id, "wget", "-q", "-O", "-", &url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhealthy_one() {
+    let swarm = Swarm::new(3);
+    let manager = swarm.manager();
+    let others: Vec<&Node> = swarm.nodes()[1..].iter().collect();
+    let fx = swarm_app("swarmmain", &swarm, &others);
+    let service = format!("{}_app", fx.project);
+
+    // First deploy: the stack is made from the compose file; the image reaches every node.
+    let v1 = fx.push_version(Behaviour::Good);
+    let t1 = fx.tag_today(&v1);
+    let out = dm_on(&fx, &swarm, &["deploy", "--no-pull"]);
+    out.ok()
+        .stderr_has("shipped")
+        .stderr_has("a rolling start-first update of Swarm service")
+        .stdout_has(&format!("DEPLOYED_APP_TAG={t1}"));
+    let reference = format!("{}:{t1}", fx.repo);
+    let id1 = image_id(manager, &reference);
+    for node in swarm.nodes() {
+        assert_eq!(
+            image_id(node, &reference),
+            id1,
+            "node {}: same image id",
+            node.index
+        );
+    }
+    let (spec, running) = service_images(manager, &service);
+    assert_eq!(
+        spec, id1,
+        "the spec names the image by id, never a registry name"
+    );
+    assert_eq!(running, vec![id1.clone(); 3], "three tasks of v1");
+    let health = manager.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Healthcheck}}",
+        &service,
+    ]);
+    assert!(
+        health.contains("\"Interval\":2000000000") && health.contains("/health"),
+        "the compose file's check, its 30 s interval cut to 2 s: {health}"
+    );
+    let label = manager.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{index .Spec.Labels \"dev.dockmaster.release\"}}",
+        &service,
+    ]);
+    assert_eq!(label.trim(), t1);
+
+    // Second release.
+    let v2 = fx.push_version(Behaviour::Good);
+    let t2 = fx.tag_today(&v2);
+    dm_on(&fx, &swarm, &["deploy", "--no-pull"])
+        .ok()
+        .stderr_has("Every task of service");
+    let id2 = image_id(manager, &format!("{}:{t2}", fx.repo));
+    assert_eq!(service_images(manager, &service).1, vec![id2.clone(); 3]);
+    let served: Vec<Option<String>> = swarm
+        .nodes()
+        .iter()
+        .map(|n| task_answer(n, &service, "/version"))
+        .collect();
+    let written = crate::support::git_out(&fx.work, &["show", &format!("{v2}:www/version")]);
+    assert!(
+        served.iter().flatten().all(|v| *v == written.trim())
+            && served.iter().flatten().count() >= 1,
+        "tasks answer {written}: {served:?}"
+    );
+
+    // A third, so that a rollback to the first is to "any kept release", not the previous.
+    let v3 = fx.push_version(Behaviour::Good);
+    let t3 = fx.tag_today(&v3);
+    dm_on(&fx, &swarm, &["deploy", "--no-pull"]).ok();
+    let out = dm_on(&fx, &swarm, &["rollback", "-y", &t1]);
+    out.ok().stdout_has(&format!("DEPLOYED_APP_TAG={t1}"));
+    assert_eq!(service_images(manager, &service).1, vec![id1.clone(); 3]);
+    let releases = dm_on(&fx, &swarm, &["releases", "--json"]).ok().json();
+    let live: Vec<&str> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["live"] == true)
+        .map(|r| r["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(live, vec![t1.as_str()], "{releases}");
+
+    // An unhealthy release: the gate fails fast, the service goes forward to the release
+    // that served, verified on every replica; the exit code says so.
+    fx.push_version(Behaviour::NeverHealthy);
+    let started = Instant::now();
+    let out = dm_on(&fx, &swarm, &["deploy", "--no-pull", "--timeout", "40s"]);
+    out.code(1)
+        .stderr_has("Not healthy")
+        .stderr_has("health check failed")
+        .stderr_has(&format!("{}:{t1} is live again and healthy", fx.repo));
+    assert!(started.elapsed() < Duration::from_secs(60), "fails fast");
+    assert_eq!(service_images(manager, &service).1, vec![id1.clone(); 3]);
+    let history = dm_on(&fx, &swarm, &["history", "--json"]).ok().json();
+    let deploys: Vec<&serde_json::Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["command"] == "deploy")
+        .collect();
+    assert_eq!(deploys[0]["outcome"], "rolled-back", "{history}");
+
+    // A node dockmaster cannot reach: refused before anything changes, naming the node.
+    configure_nodes(&fx, &[others[0]]);
+    let before = spec_version(manager, &service);
+    let out = dm_on(&fx, &swarm, &["rollback", "-y", &t3]);
+    out.code(1)
+        .stderr_has("may run")
+        .stderr_has(&others[1].addr)
+        .stderr_has("nothing was changed")
+        .stderr_has("[swarm] nodes");
+    assert_eq!(
+        spec_version(manager, &service),
+        before,
+        "the service was not touched"
+    );
+    assert_eq!(service_images(manager, &service).1, vec![id1.clone(); 3]);
+
+    manager.docker_ok(&["stack", "rm", &fx.project]);
+    let _ = t2;
+}

@@ -52,6 +52,8 @@ pub struct SwarmRuntime {
 struct GateState {
     /// The task the gate last found failing (its logs are the ones to show).
     failed_task: Option<String>,
+    /// Each node's engine, by node id, as `ship` found them (None: the manager's).
+    engines: HashMap<String, Option<String>>,
 }
 
 /// A task of the service, as the gate and `status` need it.
@@ -66,6 +68,7 @@ struct TaskView {
     created: Option<jiff::Timestamp>,
     message: String,
     error: Option<String>,
+    container: Option<String>,
 }
 
 impl SwarmRuntime {
@@ -207,6 +210,13 @@ impl SwarmRuntime {
             }
         }
 
+        {
+            let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+            gate.engines.insert(here.clone(), None);
+            for (id, engine) in &by_node {
+                gate.engines.insert(id.clone(), engine.endpoint.clone());
+            }
+        }
         let manager = NodeEngine { endpoint: None };
         let mut done = vec![];
         for (node, _, addr) in eligible {
@@ -442,6 +452,31 @@ impl SwarmRuntime {
     }
 }
 
+impl SwarmRuntime {
+    /// Why a task ended, in words: Swarm's error, else (a task Swarm stopped, which it
+    /// reports as "complete") what its container's health check said last, asked of the
+    /// node's engine.
+    async fn why_ended(&self, t: &TaskView) -> String {
+        if let Some(e) = &t.error {
+            return e.clone();
+        }
+        let endpoint = self
+            .gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .engines
+            .get(&t.node)
+            .cloned();
+        if let (Some(endpoint), Some(container)) = (endpoint, &t.container) {
+            let node = NodeEngine { endpoint };
+            if let Some(health) = node.last_health(container).await {
+                return health;
+            }
+        }
+        t.message.clone()
+    }
+}
+
 fn node_name(node: &NodeFacts, addr: &str) -> String {
     let id = &node.id[..node.id.len().min(12)];
     if addr.is_empty() {
@@ -467,6 +502,7 @@ fn view(t: Task) -> Option<TaskView> {
         created: t.created_at.and_then(|c| c.parse().ok()),
         message: status.message.unwrap_or_default(),
         error: status.err.filter(|e| !e.is_empty()),
+        container: status.container_status.and_then(|c| c.container_id),
     })
 }
 
@@ -736,16 +772,36 @@ impl Runtime for SwarmRuntime {
                         bad.slot.unwrap_or(0),
                         Self::node_label(&nodes, &bad.node),
                         bad.state,
-                        bad.error.clone().unwrap_or_else(|| bad.message.clone())
+                        self.why_ended(bad).await
                     ),
                 });
             }
             if update_state.as_deref() == Some("paused") {
+                // Swarm pauses on the task that failed; say what became of it.
+                let message = update.and_then(|u| u.message.clone()).unwrap_or_default();
+                let named = tasks
+                    .iter()
+                    .filter(|t| t.image == image)
+                    .filter(|t| message.contains(&t.id) || t.error.is_some())
+                    .max_by_key(|t| t.created);
+                if let Some(t) = named {
+                    self.gate
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .failed_task = Some(t.id.clone());
+                }
                 return Ok(Verdict::Unhealthy {
-                    reason: format!(
-                        "Swarm paused the update: {}",
-                        update.and_then(|u| u.message.clone()).unwrap_or_default()
-                    ),
+                    reason: match named {
+                        Some(t) => format!(
+                            "task {}.{} on node {} {}: {} (Swarm paused the update)",
+                            candidate.name,
+                            t.slot.unwrap_or(0),
+                            Self::node_label(&nodes, &t.node),
+                            t.state,
+                            self.why_ended(t).await
+                        ),
+                        None => format!("Swarm paused the update: {message}"),
+                    },
                 });
             }
             let wanted = spec

@@ -187,6 +187,30 @@ impl NodeEngine {
         Ok(images)
     }
 
+    /// What the container's health check last said, when it has one and failed:
+    /// "unhealthy: <the check's last output>".
+    pub async fn last_health(&self, container: &str) -> Option<String> {
+        let out = self
+            .run(
+                &["inspect", "--format", "{{json .State.Health}}", container],
+                ANSWER,
+            )
+            .await
+            .ok()?;
+        let health: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+        let status = health["Status"].as_str()?;
+        let last = health["Log"]
+            .as_array()
+            .and_then(|l| l.last())
+            .and_then(|l| l["Output"].as_str())
+            .map(|o| o.trim().replace('\n', " "))
+            .unwrap_or_default();
+        let failing = health["FailingStreak"].as_u64().unwrap_or(0);
+        (status == "unhealthy" || failing > 0).then(|| {
+            format!("its health check failed {failing} time(s) in a row (Docker: {status}); last output: {last}")
+        })
+    }
+
     /// Remove `reference` here (a tag: the image goes with its last name, unless a
     /// container uses it).
     pub async fn remove(&self, reference: &str) -> Result<(), Error> {
