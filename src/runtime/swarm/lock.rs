@@ -245,6 +245,15 @@ impl ClusterLock {
     }
 }
 
+impl std::fmt::Debug for ClusterLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLock")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for ClusterLock {
     /// Removes an unreleased lock (an early return, a `?`, a panic), so the next operation
     /// need not wait `stale_after` for it.
