@@ -26,7 +26,7 @@ fn eight_concurrent_acquires_yield_exactly_one_winner_and_seven_held_naming_it()
     let swarm = Swarm::new(1);
     let host = swarm.manager().docker_host.clone();
 
-    let outcomes = race(&vec![host.clone(); 8], LONG);
+    let outcomes = race(&vec![(host.clone(), Duration::ZERO); 8], LONG);
     let winner = one_winner(&outcomes);
     assert!(
         matches!(outcomes[winner], Ok(None)),
@@ -94,7 +94,10 @@ fn two_managers_racing_through_their_own_engines_yield_one_winner() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let hosts = [manager.docker_host.clone(), other.docker_host.clone()];
+    let hosts = [
+        (manager.docker_host.clone(), Duration::ZERO),
+        (other.docker_host.clone(), Duration::ZERO),
+    ];
     let mut wins = [0; 2];
     for _ in 0..5 {
         let outcomes = race(&hosts, LONG);
@@ -158,7 +161,7 @@ fn eight_takers_racing_for_one_stale_lock_yield_one_winner() {
     let host = swarm.manager().docker_host.clone();
     let dead = block_on(async { lock_by_hand(&connect(&host).await, now() - 60).await });
 
-    let outcomes = race(&vec![host.clone(); 8], secs(2));
+    let outcomes = race(&vec![(host.clone(), Duration::ZERO); 8], secs(2));
     let winner = one_winner(&outcomes);
     // The winner is a taker, or a contender whose first create came after a taker removed
     // the dead lock and before that taker created its own (the taker is then refused).
@@ -172,6 +175,41 @@ fn eight_takers_racing_for_one_stale_lock_yield_one_winner() {
     }
     assert_eq!(config_id(swarm.manager(), &dead), None);
     eprintln!("one taker of 8: {:.1?}", started.elapsed());
+}
+
+/// Two takers see the same stale lock; the slow one's removal reaches the engine after the
+/// fast one has created its own lock. Removing by id, it removes only the stale lock (gone
+/// already) and is refused; by name, it would remove the fast one's fresh lock and both
+/// would hold it.
+#[test]
+fn a_slow_taker_removes_only_the_stale_lock_not_the_new_one() {
+    let started = Instant::now();
+    let swarm = Swarm::new(1);
+    let host = swarm.manager().docker_host.clone();
+    let dead = block_on(async { lock_by_hand(&connect(&host).await, now() - 60).await });
+
+    // Both have looked at the stale lock before the fast one's removal (100 ms) arrives;
+    // the slow one's (1 s) arrives long after the fast one's create.
+    let outcomes = race(
+        &[
+            (host.clone(), Duration::from_millis(100)),
+            (host.clone(), secs(1)),
+        ],
+        secs(2),
+    );
+    match &outcomes[0] {
+        Ok(Some(t)) => assert_eq!(
+            t.holder.as_ref().map(|h| h.command.as_str()),
+            Some("crashed deploy")
+        ),
+        other => panic!("the fast taker did not take over: {other:?}"),
+    }
+    assert_held_by(
+        outcomes[1].as_ref().expect_err("the slow taker is refused"),
+        "deploy #0",
+    );
+    assert_eq!(config_id(swarm.manager(), &dead), None);
+    eprintln!("slow taker: {:.1?}", started.elapsed());
 }
 
 #[test]
@@ -320,18 +358,26 @@ fn dropping_an_unreleased_lock_removes_it() {
 type Outcome = Result<Option<TakenOver>, Error>;
 
 /// One contender per host, each a thread with its own runtime and connection, all calling
-/// `acquire` at once (`command` is `deploy #<i>`). Every contender has tried before the
-/// winner releases.
-fn race(hosts: &[String], stale_after: Duration) -> Vec<Outcome> {
+/// `acquire` at once (`command` is `deploy #<i>`). A contender with a delay talks to its
+/// engine through a [`slow_link`] that holds back its removals that long. Every contender
+/// has tried before the winner releases.
+fn race(hosts: &[(String, Duration)], stale_after: Duration) -> Vec<Outcome> {
     let start = Arc::new(Barrier::new(hosts.len()));
     let tried = Arc::new(Barrier::new(hosts.len()));
     let contenders: Vec<_> = hosts
         .iter()
         .enumerate()
-        .map(|(i, host)| {
-            let (host, start, tried) = (host.clone(), start.clone(), tried.clone());
+        .map(|(i, (host, delay))| {
+            let (host, delay) = (host.clone(), *delay);
+            let (start, tried) = (start.clone(), tried.clone());
             std::thread::spawn(move || {
                 block_on(async {
+                    let (_link, host) = if delay.is_zero() {
+                        (None, host)
+                    } else {
+                        let (dir, path) = slow_link(&host, delay).await;
+                        (Some(dir), path)
+                    };
                     let docker = connect(&host).await;
                     start.wait();
                     let command = format!("deploy #{i}");
@@ -451,6 +497,52 @@ fn heartbeat_label(node: &Node) -> i64 {
     out.trim()
         .parse()
         .unwrap_or_else(|e| panic!("heartbeat label {out:?}: {e}"))
+}
+
+/// A socket of its own that passes everything between a client and the engine at `engine`
+/// (`unix://…`), holding back each request that starts with `DELETE ` for `delay`: a slow
+/// link to a real engine. Runs on the caller's runtime; returns its directory (remove it
+/// last) and its address.
+async fn slow_link(engine: &str, delay: Duration) -> (tempfile::TempDir, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::Builder::new()
+        .prefix("dmlk")
+        .tempdir()
+        .expect("tempdir");
+    let path = dir.path().join("s.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind the slow link");
+    let engine = engine.trim_start_matches("unix://").to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let server = tokio::net::UnixStream::connect(&engine)
+                    .await
+                    .expect("connect to the engine");
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let up = async {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        if buf[..n].starts_with(b"DELETE ") {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    let _ = to_client.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    let address = format!("unix://{}", path.display());
+    (dir, address)
 }
 
 async fn connect(host: &str) -> Docker {
