@@ -209,29 +209,27 @@ impl ClusterLock {
     /// config already gone (taken over while this process was silent) is not an error: there
     /// is nothing of this holding left to remove.
     ///
-    /// When the engine refuses, the config stays and, with no heartbeat, is taken over once
-    /// it is `stale_after` old.
+    /// When the engine refuses, or this future is dropped before it answered, the lock is
+    /// still this holding's, so `Drop` tries once more; after that the config, with no
+    /// heartbeat, is taken over once it is `stale_after` old.
     pub async fn release(mut self) -> Result<()> {
         if let Some(beat) = self.heartbeat.take() {
             beat.abort();
             let _ = beat.await;
         }
-        let id = std::mem::take(&mut self.id);
-        match self.docker.delete_config(&id).await {
-            Ok(()) => {
-                tracing::debug!(lock = self.name, id, "released the cluster lock");
-                Ok(())
-            }
-            Err(e) if status(&e) == Some(404) => {
-                tracing::warn!(
-                    lock = self.name,
-                    id,
-                    "the cluster lock was already gone when released (taken over?)"
-                );
-                Ok(())
-            }
-            Err(e) => Err(cluster_error(&self.name, "release", &e)),
+        let removed = self.docker.delete_config(&self.id).await;
+        let (name, id) = (&self.name, &self.id);
+        match removed {
+            Ok(()) => tracing::debug!(lock = name, id, "released the cluster lock"),
+            Err(e) if status(&e) == Some(404) => tracing::warn!(
+                lock = name,
+                id,
+                "the cluster lock was already gone when released (taken over?)"
+            ),
+            Err(e) => return Err(cluster_error(name, "release", &e)),
         }
+        self.id.clear();
+        Ok(())
     }
 
     /// The config's name: `dockmaster-lock-<app>` (see [`config_name`]).
