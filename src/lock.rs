@@ -53,6 +53,19 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+
+    /// The engine refused or did not answer a call on the cluster-wide lock, the Swarm config
+    /// `name` (see `runtime::swarm::lock`). `status` is the engine's HTTP status, when it
+    /// answered.
+    #[error("cannot {doing} the cluster lock {name}: {}",
+        match status { Some(s) => format!("{reason} (HTTP {s})"), None => reason.clone() })]
+    Cluster {
+        name: String,
+        /// What dockmaster was doing, in the user's words ("take", "release").
+        doing: String,
+        status: Option<u16>,
+        reason: String,
+    },
 }
 
 impl Error {
@@ -68,6 +81,14 @@ impl Error {
             Error::Lock { .. } => {
                 "the state directory must be on a file system with file locks (not every network share has them): pick another with --state-dir".into()
             }
+            // 503: the engine is not a manager of a swarm (a worker, or no swarm at all).
+            Error::Cluster {
+                status: Some(503),
+                ..
+            } => "point DOCKER_HOST at a manager of the swarm (`docker node ls` works there)".into(),
+            Error::Cluster { name, .. } => format!(
+                "check that the engine answers (`docker config inspect {name}`), then try again"
+            ),
         }
     }
 
@@ -99,6 +120,22 @@ pub struct Holder {
     pub host: String,
     pub since: String,
     pub command: String,
+}
+
+impl Holder {
+    /// This process, doing `command`, from now.
+    pub fn this_process(command: &str) -> Holder {
+        Holder {
+            pid: std::process::id(),
+            user: whoami::username(),
+            host: whoami::fallible::hostname().unwrap_or_else(|_| "unknown".into()),
+            since: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or(jiff::Timestamp::now())
+                .to_string(),
+            command: command.to_string(),
+        }
+    }
 }
 
 impl Lock {
@@ -158,16 +195,7 @@ impl Lock {
                 }
             }
         }
-        let holder = Holder {
-            pid: std::process::id(),
-            user: whoami::username(),
-            host: whoami::fallible::hostname().unwrap_or_else(|_| "unknown".into()),
-            since: jiff::Timestamp::now()
-                .round(jiff::Unit::Second)
-                .unwrap_or(jiff::Timestamp::now())
-                .to_string(),
-            command: command.to_string(),
-        };
+        let holder = Holder::this_process(command);
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = file.write_all(
