@@ -20,3 +20,5 @@ mod watch;
 mod ship;
 
 mod swarm;
+
+mod swarm_store;

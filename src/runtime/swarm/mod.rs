@@ -3,3 +3,4 @@
 //! run it. dockmaster's history is the truth, not the service's `PreviousSpec`.
 
 pub mod lock;
+pub mod store;
