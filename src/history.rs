@@ -7,12 +7,17 @@
 //!
 //! SQLite in WAL mode with a busy timeout survives crashes (every write is a committed
 //! transaction) and concurrent readers (`status`, `history`) during a deploy.
+//!
+//! Every event also has a `uid`, 128 random bits in hex, unique across machines: where
+//! the history is shared (a Swarm keeps it, `runtime::swarm::store`), the local database is
+//! a cache, and the uid is how two machines tell that they hold the same event. Local ids
+//! stay the order of arrival on this machine.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use crate::error::Kind;
@@ -100,6 +105,27 @@ impl Outcome {
             Outcome::Watching => "watching",
         }
     }
+
+    /// The outcome [`Outcome::as_str`] wrote, if it is one.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Running,
+            Outcome::Succeeded,
+            Outcome::RolledBack,
+            Outcome::Failed,
+            Outcome::Interrupted,
+            Outcome::Abandoned,
+            Outcome::Watching,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+
+    /// Final: nothing will change the event any more. `running` and `watching` belong to a
+    /// live process (or to one that died, which only this machine can find out).
+    pub fn has_ended(self) -> bool {
+        !matches!(self, Outcome::Running | Outcome::Watching)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -110,15 +136,30 @@ pub enum Mark {
 }
 
 impl Mark {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Mark::KnownGood => "known-good",
             Mark::Failed => "failed",
         }
     }
+
+    /// The mark [`Mark::as_str`] wrote, if it is one.
+    pub fn parse(s: &str) -> Option<Mark> {
+        [Mark::KnownGood, Mark::Failed]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A release's mark and when it was set (`at`, as [`jiff::Timestamp`] writes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarkAt {
+    pub tag: String,
+    pub mark: Mark,
+    pub at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
     pub id: i64,
     pub started_at: String,
@@ -158,6 +199,47 @@ CREATE TABLE IF NOT EXISTS marks (
 );
 ";
 
+/// Gives `events` its `uid` column and every row a uid: in a database written before uids
+/// existed and in a new one alike (`SCHEMA` keeps the table as it was first written, so
+/// there is one way to get the column). Every insert gets its uid from a trigger rather
+/// than from `begin`, so that rows an older dockmaster still inserts into this database get
+/// one too. `randomblob` is SQLite's generator, seeded from the operating system's random
+/// source.
+const ADD_UIDS: &str = "
+ALTER TABLE events ADD COLUMN uid TEXT;
+UPDATE events SET uid = lower(hex(randomblob(16))) WHERE uid IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS events_uid ON events (uid);
+CREATE TRIGGER IF NOT EXISTS events_uid_on_insert AFTER INSERT ON events
+WHEN NEW.uid IS NULL
+BEGIN
+    UPDATE events SET uid = lower(hex(randomblob(16))) WHERE id = NEW.id;
+END;
+";
+
+/// Does `events` have its `uid` column? The column, its index and its trigger come in one
+/// transaction ([`ADD_UIDS`]): with the column, the rest is there.
+fn has_uids(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'uid'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// Adds uids to a database without them. Checked again inside a write transaction: two
+/// dockmasters opening the same old database at once migrate it once.
+fn migrate_uids(conn: &mut Connection) -> rusqlite::Result<()> {
+    if has_uids(conn)? {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !has_uids(&tx)? {
+        tx.execute_batch(ADD_UIDS)?;
+    }
+    tx.commit()
+}
+
 impl History {
     pub fn open(state_dir: &Path, app: &str) -> Result<History> {
         std::fs::create_dir_all(state_dir).map_err(|source| Error::StateDir {
@@ -169,13 +251,14 @@ impl History {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(err)?;
+        let mut conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate_uids(&mut conn).map_err(err)?;
         Ok(History {
             conn,
             app: app.to_string(),
@@ -360,6 +443,111 @@ impl History {
             .map_err(|e| self.db(e))
     }
 
+    /// The app this history records.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// Every event of the app with its uid, oldest first (by local id: the order they
+    /// arrived here).
+    pub fn events_with_uid(&self) -> Result<Vec<(String, Event)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, started_at, ended_at, user, host, command, from_release, to_release, outcome, duration_ms, reason, uid
+                 FROM events WHERE app = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([&self.app], |r| {
+                Ok((
+                    r.get(11)?,
+                    Event {
+                        id: r.get(0)?,
+                        started_at: r.get(1)?,
+                        ended_at: r.get(2)?,
+                        user: r.get(3)?,
+                        host: r.get(4)?,
+                        command: r.get(5)?,
+                        from_release: r.get(6)?,
+                        to_release: r.get(7)?,
+                        outcome: r.get(8)?,
+                        duration_ms: r.get(9)?,
+                        reason: r.get(10)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.db(e))
+    }
+
+    /// Add an event another machine recorded, as it recorded it (`event.id` is ignored: the
+    /// event gets the next local id). Returns false, changing nothing, when an event with
+    /// this uid is here already.
+    pub fn import_event(&self, uid: &str, event: &Event) -> Result<bool> {
+        let added = self
+            .conn
+            .execute(
+                "INSERT INTO events (app, uid, started_at, ended_at, user, host, command, from_release, to_release, outcome, duration_ms, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (uid) DO NOTHING",
+                params![
+                    self.app,
+                    uid,
+                    event.started_at,
+                    event.ended_at,
+                    event.user,
+                    event.host,
+                    event.command,
+                    event.from_release,
+                    event.to_release,
+                    event.outcome,
+                    event.duration_ms,
+                    event.reason
+                ],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(added == 1)
+    }
+
+    /// Every mark of the app with when it was set, by tag.
+    pub fn marks_at(&self) -> Result<Vec<MarkAt>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tag, mark, at FROM marks WHERE app = ?1 ORDER BY tag")
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([&self.app], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.db(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (tag, mark, at) = row.map_err(|e| self.db(e))?;
+            // As `marks` reads them: anything but `failed` is known-good.
+            let mark = Mark::parse(&mark).unwrap_or(Mark::KnownGood);
+            out.push(MarkAt { tag, mark, at });
+        }
+        Ok(out)
+    }
+
+    /// Set a mark as another machine set it, keeping its time.
+    pub fn set_mark_at(&self, tag: &str, mark: Mark, at: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO marks (app, tag, mark, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, tag) DO UPDATE SET mark = excluded.mark, at = excluded.at",
+                params![self.app, tag, mark.as_str(), at],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
     /// The release the last finished deploy or rollback left live, by dockmaster's record.
     pub fn last_put_live(&self) -> Result<Option<String>> {
         self.conn
@@ -503,6 +691,163 @@ mod tests {
         assert_eq!(events[1].outcome, "succeeded");
         let other = History::open(dir.path(), "other").unwrap();
         assert!(other.events(None).unwrap().is_empty());
+    }
+
+    /// The events table as dockmaster wrote it before events had uids.
+    const SCHEMA_BEFORE_UIDS: &str = "
+CREATE TABLE events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    app          TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    ended_at     TEXT,
+    user         TEXT NOT NULL,
+    host         TEXT NOT NULL,
+    command      TEXT NOT NULL,
+    from_release TEXT,
+    to_release   TEXT,
+    outcome      TEXT NOT NULL,
+    duration_ms  INTEGER,
+    reason       TEXT
+);
+CREATE INDEX events_app ON events (app, id);
+CREATE TABLE marks (
+    app  TEXT NOT NULL,
+    tag  TEXT NOT NULL,
+    mark TEXT NOT NULL,
+    at   TEXT NOT NULL,
+    PRIMARY KEY (app, tag)
+);
+INSERT INTO events (app, started_at, ended_at, user, host, command, to_release, outcome, duration_ms)
+VALUES ('app', '2026-01-10T10:00:00Z', '2026-01-10T10:01:00Z', 'ops', 'nas', 'deploy', '2026.01.10-abc123f', 'succeeded', 60000);
+INSERT INTO events (app, started_at, user, host, command, from_release, outcome)
+VALUES ('app', '2026-01-11T10:00:00Z', 'ops', 'nas', 'deploy', '2026.01.10-abc123f', 'running');
+INSERT INTO events (app, started_at, user, host, command, outcome)
+VALUES ('other', '2026-01-11T11:00:00Z', 'ops', 'nas', 'prune', 'succeeded');
+";
+
+    fn is_uid(s: &str) -> bool {
+        s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    #[test]
+    fn a_history_from_before_uids_opens_and_every_event_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        Connection::open(dir.path().join("history.db"))
+            .unwrap()
+            .execute_batch(SCHEMA_BEFORE_UIDS)
+            .unwrap();
+
+        let h = History::open(dir.path(), "app").unwrap();
+        let before = h.events_with_uid().unwrap();
+        assert_eq!(before.len(), 2);
+        assert_eq!(before[0].1.command, "deploy");
+        assert_eq!(before[0].1.outcome, "succeeded");
+        assert_eq!(before[0].1.duration_ms, Some(60000));
+        assert_eq!(before[1].1.outcome, "running");
+        assert!(before.iter().all(|(uid, _)| is_uid(uid)), "{before:?}");
+        assert_ne!(before[0].0, before[1].0);
+        let other = History::open(dir.path(), "other").unwrap();
+        let other = other.events_with_uid().unwrap();
+        assert_eq!(other.len(), 1);
+        assert!(is_uid(&other[0].0));
+
+        // Recorded from now on: a uid of its own.
+        let id = h.begin("rollback", None, None).unwrap();
+        h.end(id, Outcome::Succeeded, None).unwrap();
+        // An older dockmaster, which knows nothing of uids, still inserts into this file.
+        h.conn
+            .execute(
+                "INSERT INTO events (app, started_at, user, host, command, outcome)
+                 VALUES ('app', '2026-01-12T10:00:00Z', 'ops', 'nas', 'prune', 'succeeded')",
+                [],
+            )
+            .unwrap();
+        drop(h);
+
+        // Opening again migrates nothing and keeps every uid.
+        let h = History::open(dir.path(), "app").unwrap();
+        let after = h.events_with_uid().unwrap();
+        assert_eq!(after.len(), 4);
+        assert_eq!(after[..2], before[..]);
+        assert!(after.iter().all(|(uid, _)| is_uid(uid)), "{after:?}");
+        let uids: std::collections::HashSet<&str> =
+            after.iter().map(|(uid, _)| uid.as_str()).collect();
+        assert_eq!(uids.len(), 4);
+    }
+
+    #[test]
+    fn an_imported_event_keeps_its_uid_and_comes_in_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = History::open(&dir.path().join("a"), "app").unwrap();
+        let id = a.begin("deploy", None, Some("2026.01.10-abc123f")).unwrap();
+        a.end(id, Outcome::Failed, Some("unhealthy")).unwrap();
+        let (uid, event) = a.events_with_uid().unwrap().remove(0);
+
+        let b = History::open(&dir.path().join("b"), "app").unwrap();
+        let mine = b.begin("prune", None, None).unwrap();
+        b.end(mine, Outcome::Succeeded, None).unwrap();
+        assert!(b.import_event(&uid, &event).unwrap());
+        assert!(!b.import_event(&uid, &event).unwrap());
+        let got = b.events_with_uid().unwrap();
+        assert_eq!(got.len(), 2);
+        let (got_uid, got) = &got[1];
+        assert_eq!(got_uid, &uid);
+        assert_eq!(got.id, 2);
+        assert_eq!(
+            (got.started_at.as_str(), got.ended_at.as_deref()),
+            (event.started_at.as_str(), event.ended_at.as_deref())
+        );
+        assert_eq!(got.outcome, "failed");
+        assert_eq!(got.reason.as_deref(), Some("unhealthy"));
+        assert_eq!(got.duration_ms, event.duration_ms);
+    }
+
+    #[test]
+    fn marks_keep_the_time_they_were_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path(), "app").unwrap();
+        h.mark("t2", Mark::KnownGood).unwrap();
+        h.set_mark_at("t1", Mark::Failed, "2026-01-10T10:00:00.5Z")
+            .unwrap();
+        let marks = h.marks_at().unwrap();
+        assert_eq!(marks.len(), 2);
+        assert_eq!(
+            marks[0],
+            MarkAt {
+                tag: "t1".into(),
+                mark: Mark::Failed,
+                at: "2026-01-10T10:00:00.5Z".into()
+            }
+        );
+        assert_eq!(marks[1].mark, Mark::KnownGood);
+        assert!(marks[1].at.parse::<Timestamp>().is_ok());
+        assert_eq!(h.marks().unwrap()["t1"], Mark::Failed);
+    }
+
+    #[test]
+    fn outcomes_and_marks_parse_what_they_write() {
+        for o in [
+            Outcome::Running,
+            Outcome::Succeeded,
+            Outcome::RolledBack,
+            Outcome::Failed,
+            Outcome::Interrupted,
+            Outcome::Abandoned,
+            Outcome::Watching,
+        ] {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+            assert_eq!(
+                o.has_ended(),
+                !matches!(o, Outcome::Running | Outcome::Watching)
+            );
+        }
+        assert_eq!(Outcome::parse("done"), None);
+        for m in [Mark::KnownGood, Mark::Failed] {
+            assert_eq!(Mark::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(Mark::parse("good"), None);
     }
 
     #[test]

@@ -22,3 +22,4 @@ mod ship;
 mod swarm;
 
 mod swarm_lock;
+mod swarm_store;

@@ -12,6 +12,7 @@
 pub mod lock;
 pub mod nodes;
 pub mod spec;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
