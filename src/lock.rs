@@ -111,6 +111,11 @@ pub struct Lock {
     // Held for its Drop: closing the file releases the lock.
     _file: File,
     pub path: PathBuf,
+    /// The swarm-wide lock (runtime = "swarm"), held beside this machine's; its Drop
+    /// removes it.
+    cluster: Option<crate::runtime::swarm::lock::ClusterLock>,
+    /// A stale swarm-wide lock this one took over, in words, for the command to say.
+    pub taken_over: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -204,7 +209,23 @@ impl Lock {
                 .as_bytes(),
         );
         let _ = file.flush();
-        Ok(Lock { _file: file, path })
+        Ok(Lock {
+            _file: file,
+            path,
+            cluster: None,
+            taken_over: None,
+        })
+    }
+
+    /// Hold `cluster` too (runtime = "swarm": one operation at a time across machines).
+    pub fn with_cluster(
+        mut self,
+        cluster: crate::runtime::swarm::lock::ClusterLock,
+        taken_over: Option<String>,
+    ) -> Lock {
+        self.cluster = Some(cluster);
+        self.taken_over = taken_over;
+        self
     }
 
     /// Is the app's lock free right now? (Used to tell a crashed run from a running one.)

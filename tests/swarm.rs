@@ -450,3 +450,81 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
     manager.docker_ok(&["stack", "rm", &fx.project]);
     let _ = t2;
 }
+
+#[test]
+fn swarm_two_operators_deploying_at_once_one_runs_and_both_see_the_same_history() {
+    let swarm = Swarm::new(1);
+    let fx = swarm_app("swarmlock", &swarm, &[]);
+    // Two operator machines: the same checkout, each with a state directory (history
+    // cache and local lock) of its own, so only the swarm's lock can keep them apart.
+    let other_state = fx.tmp.path().join("operator-b");
+    let v1 = fx.push_version(Behaviour::Good);
+    let t1 = fx.tag_today(&v1);
+    let a = fx
+        .dm_cmd(&["deploy", "--no-pull"])
+        .env("DOCKER_HOST", &swarm.manager().docker_host)
+        .spawn();
+    let b = fx
+        .dm_cmd(&["deploy", "--no-pull"])
+        .env("DOCKER_HOST", &swarm.manager().docker_host)
+        .env("DOCKMASTER_STATE_DIR", &other_state)
+        .spawn();
+    let outs: Vec<std::process::Output> = [a, b]
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait for dockmaster"))
+        .collect();
+    let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap_or(-1)).collect();
+    let text: Vec<String> = outs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    let mut sorted = codes.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        vec![0, 3],
+        "exactly one runs: {codes:?}\n{}",
+        text.join("\n----\n")
+    );
+    let loser = codes.iter().position(|c| *c == 3).unwrap();
+    assert!(
+        text[loser].contains("another operation holds the lock")
+            && text[loser].contains("`dockmaster deploy` by "),
+        "{}",
+        text[loser]
+    );
+
+    // Whichever ran, both machines' `history` and `releases` say the same.
+    let history = |state: &std::path::Path| {
+        fx.dm_cmd(&["history", "--json"])
+            .env("DOCKER_HOST", &swarm.manager().docker_host)
+            .env("DOCKMASTER_STATE_DIR", state)
+            .run()
+            .ok()
+            .json()
+    };
+    let ha = history(&fx.state);
+    let hb = history(&other_state);
+    let succeeded = |h: &serde_json::Value| -> Vec<String> {
+        h.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["command"] == "deploy" && e["outcome"] == "succeeded")
+            .map(|e| e["to_release"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(succeeded(&ha), vec![t1.clone()], "{ha}");
+    assert_eq!(succeeded(&hb), vec![t1.clone()], "{hb}");
+    let marks = fx
+        .dm_cmd(&["releases", "--json"])
+        .env("DOCKER_HOST", &swarm.manager().docker_host)
+        .env("DOCKMASTER_STATE_DIR", &other_state)
+        .run()
+        .ok()
+        .json();
+    assert_eq!(
+        marks[0]["known_good"], true,
+        "the mark is shared too: {marks}"
+    );
+    swarm.manager().docker_ok(&["stack", "rm", &fx.project]);
+}

@@ -74,7 +74,10 @@ pub async fn run(
     }
 
     let lock = ctx.rt.lock("deploy", wait_lock).await?;
-    let history = ctx.history_under_lock()?;
+    if let Some(t) = &lock.taken_over {
+        p.warn(t);
+    }
+    let history = ctx.history_under_lock().await?;
     let watch_for = args.watch.or(app.watch.duration);
     ctx.rt.warm_up();
     let (_, serving) = ctx.releases_and_serving().await?;
@@ -169,6 +172,7 @@ pub async fn run(
         Ok(done) => done,
         Err(e) => {
             rec.end_with_error(&e)?;
+            ctx.share_history(&history).await;
             report.reason = Some(first_line(&e.to_string()));
             report.duration_ms = started.elapsed().as_millis();
             if args.json {
@@ -204,6 +208,7 @@ pub async fn run(
         history.mark(&target.tag, Mark::Failed)?;
     }
     rec.end(outcome, reason.as_deref())?;
+    ctx.share_history(&history).await;
     report.duration_ms = started.elapsed().as_millis();
     report.reason = reason;
     report.live = super::live_tag(&live, &target, previous_tag.as_deref());

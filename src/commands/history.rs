@@ -6,7 +6,7 @@ use crate::error::{Result, exit};
 use crate::output::{human_duration, table};
 
 pub async fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<u8> {
-    let events = ctx.history()?.events(args.limit)?;
+    let events = ctx.history_shared().await?.events(args.limit)?;
     if args.json {
         ctx.printer.json(&events);
         return Ok(exit::OK);

@@ -57,10 +57,38 @@ impl Ctx {
         Ok(History::open(&self.app().state_dir, &self.app().id())?)
     }
 
+    /// The history as every operator of a swarm sees it: on the Swarm runtime, the events
+    /// and marks kept in the swarm are brought into this machine's copy first (and what this
+    /// machine has that the swarm lacks goes up). On one host it is the local history.
+    pub async fn history_shared(&self) -> Result<History> {
+        let history = self.history()?;
+        if let Some(rt) = self.rt.swarm() {
+            let store =
+                crate::runtime::swarm::store::SwarmStore::new(rt.engine.docker(), &self.app().id());
+            store.pull(&history).await?;
+            store.push(&history).await?;
+        }
+        Ok(history)
+    }
+
+    /// After an operation ended: write what it recorded to the swarm (Swarm runtime). A
+    /// failure is said, not fatal: the operation happened, and the next command writes it.
+    pub async fn share_history(&self, history: &History) {
+        if let Some(rt) = self.rt.swarm() {
+            let store =
+                crate::runtime::swarm::store::SwarmStore::new(rt.engine.docker(), &self.app().id());
+            if let Err(e) = store.push(history).await {
+                self.printer.warn(&format!(
+                    "the history could not be written to the swarm ({e}); the next dockmaster command writes it"
+                ));
+            }
+        }
+    }
+
     /// The history for an operation that holds the lock: events that a killed process left
     /// `running`, or `watching` with no watcher alive, are closed as `abandoned` first.
-    pub fn history_under_lock(&self) -> Result<History> {
-        let history = self.history()?;
+    pub async fn history_under_lock(&self) -> Result<History> {
+        let history = self.history_shared().await?;
         history.close_abandoned()?;
         let app = self.app();
         history.close_dead_watches(!crate::lock::Lock::is_free(

@@ -59,7 +59,7 @@ pub async fn plan(ctx: &Ctx, rules: Rules) -> Result<(Vec<Decision>, DiskUsage)>
     let app = ctx.app();
     let (releases, serving) = ctx.releases_and_serving().await?;
     let live = serving.and_then(|l| l.release);
-    let marks = ctx.history()?.marks()?;
+    let marks = ctx.history_shared().await?.marks()?;
     let rollback_target = rollback_target(&releases, live.as_ref(), &marks).map(|(r, _)| r.clone());
     let protected = Protected {
         live,
@@ -207,7 +207,7 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Re
     let history = if args.dry_run {
         ctx.history()?
     } else {
-        ctx.history_under_lock()?
+        ctx.history_under_lock().await?
     };
     let event = if args.dry_run {
         None
@@ -248,6 +248,7 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs, wait_lock: Option<Duration>) -> Re
             Outcome::Failed
         };
         history.end(id, outcome, Some(&summary))?;
+        ctx.share_history(&history).await;
     }
     if args.json {
         p.json(&report);

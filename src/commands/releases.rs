@@ -34,7 +34,7 @@ pub async fn run(ctx: &Ctx, args: &ReleasesArgs) -> Result<u8> {
     let releases = ctx.rt.releases().await?;
     let live = ctx.rt.serving(&releases).await?;
     let live_release = live.as_ref().and_then(|l| l.release.clone());
-    let marks = ctx.history()?.marks()?;
+    let marks = ctx.history_shared().await?.marks()?;
     let target = rollback_target(&releases, live_release.as_ref(), &marks).map(|(r, _)| r.clone());
     let standby = ctx
         .rt

@@ -49,7 +49,10 @@ pub async fn run(
     let wanted: Option<Tag> = args.tag.as_deref().map(str::parse).transpose()?;
 
     let _lock = ctx.rt.lock("rollback", wait_lock).await?;
-    let history = ctx.history_under_lock()?;
+    if let Some(t) = &_lock.taken_over {
+        ctx.printer.warn(t);
+    }
+    let history = ctx.history_under_lock().await?;
     let (releases, serving) = ctx.releases_and_serving().await?;
     ctx.rt.check_drivable()?;
     let live_release = serving.as_ref().and_then(|l| l.release.clone());
@@ -171,6 +174,7 @@ pub async fn run(
         Ok(live) => live,
         Err(e) => {
             rec.end_with_error(&e)?;
+            ctx.share_history(&history).await;
             report.reason = e.to_string().lines().next().map(str::to_string);
             report.duration_ms = started.elapsed().as_millis();
             if args.json {
@@ -186,6 +190,7 @@ pub async fn run(
         history.mark(&target.tag, Mark::Failed)?;
     }
     rec.end(outcome, reason.as_deref())?;
+    ctx.share_history(&history).await;
     report.live = super::live_tag(&live, &target, previous_tag.as_deref());
     report.reason = reason;
     report.outcome = match live {

@@ -92,7 +92,7 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
     let p = &ctx.printer;
     let releases = ctx.rt.releases().await?;
     let live = ctx.rt.serving(&releases).await?;
-    let history = ctx.history()?;
+    let history = ctx.history_shared().await?;
     let marks = history.marks()?;
     let events = history.events(Some(1))?;
     let recorded = history.last_put_live()?;

@@ -650,13 +650,35 @@ impl Runtime for SwarmRuntime {
         Ok(())
     }
 
+    /// This machine's lock, then the swarm's (a Swarm config object: one operation at a
+    /// time across operators and managers; taken over after `[swarm] lock_stale` without a
+    /// heartbeat from its holder).
     async fn lock(&self, command: &str, wait: Option<Duration>) -> Result<Lock> {
-        Ok(Lock::acquire(
-            &self.app.state_dir,
+        let local = Lock::acquire(&self.app.state_dir, &self.app.id(), command, wait)?;
+        let (cluster, taken) = lock::ClusterLock::acquire_on(
+            self.docker(),
+            self.engine.host(),
             &self.app.id(),
             command,
             wait,
-        )?)
+            self.app.swarm.lock_stale,
+        )
+        .await?;
+        let taken = taken.map(|t| {
+            format!(
+                "took over the swarm's lock for {}: its holder{} sent no heartbeat for {} (more than [swarm] lock_stale = {}); it was most likely killed",
+                self.app.id(),
+                t.holder
+                    .map(|h| format!(
+                        " (`dockmaster {}` by {}@{}, pid {}, since {})",
+                        h.command, h.user, h.host, h.pid, h.since
+                    ))
+                    .unwrap_or_default(),
+                crate::output::human_duration(t.silent_for),
+                crate::output::human_duration(self.app.swarm.lock_stale)
+            )
+        });
+        Ok(local.with_cluster(cluster, taken))
     }
 
     async fn prepare(&self, target: &Target) -> Result<Vec<String>> {
