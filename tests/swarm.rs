@@ -447,8 +447,42 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
     );
     assert_eq!(service_images(manager, &service).1, vec![id1.clone(); 3]);
 
+    // Prune on every node: what goes is gone everywhere; the live release, and every
+    // image a task's container uses on some node, stays everywhere.
+    configure_nodes(&fx, &others);
+    let tags = [&t1, &t2, &t3];
+    let report = dm_on(&fx, &swarm, &["prune", "--keep", "1", "--json"])
+        .ok()
+        .json();
+    let removed: Vec<String> = report["removed"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x["tag"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!removed.contains(&t1), "the live release stays: {report}");
+    for node in swarm.nodes() {
+        for tag in tags {
+            let here = image_id_or_none(node, &format!("{}:{tag}", fx.repo));
+            if removed.contains(tag) {
+                assert_eq!(
+                    here, None,
+                    "node {}: {tag} was pruned: {report}",
+                    node.index
+                );
+            }
+        }
+        assert_eq!(
+            image_id_or_none(node, &reference),
+            Some(id1.clone()),
+            "node {}",
+            node.index
+        );
+    }
+
     manager.docker_ok(&["stack", "rm", &fx.project]);
-    let _ = t2;
 }
 
 #[test]

@@ -73,12 +73,18 @@ pub async fn run(
         return dry_run(ctx, args, &checkout, started).await;
     }
 
+    let watch_for = args.watch.or(app.watch.duration);
+    if watch_for.is_some() && ctx.rt.swarm().is_some() {
+        return Err(Error::bad_input(
+            "deploy --watch (or [watch] duration) needs dockmaster's counting proxy, which a Swarm service does not have yet; nothing was changed",
+        )
+        .hint("deploy without --watch (and without [watch] duration in dockmaster.toml) on runtime = \"swarm\""));
+    }
     let lock = ctx.rt.lock("deploy", wait_lock).await?;
     if let Some(t) = &lock.taken_over {
         p.warn(t);
     }
     let history = ctx.history_under_lock().await?;
-    let watch_for = args.watch.or(app.watch.duration);
     ctx.rt.warm_up();
     let (_, serving) = ctx.releases_and_serving().await?;
     ctx.rt.check_drivable()?;

@@ -20,6 +20,32 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<u8> {
             ))
             .hint("`dockmaster deploy` puts a release live")
         })?;
+    if ctx.rt.swarm().is_some() {
+        // Every task's lines, on whichever node it runs: the engine gathers them.
+        let mut c = crate::engine::cli::command("docker");
+        c.env_remove("DOCKER_CONTEXT").args([
+            "service",
+            "logs",
+            "--timestamps",
+            "--tail",
+            &args.tail.to_string(),
+        ]);
+        if args.follow {
+            c.arg("--follow");
+        }
+        let status = c.arg(&container.name).status().await.map_err(|e| {
+            Error::failed(format!("cannot run `docker service logs`: {e}"))
+                .hint(crate::engine::cli::install_hint())
+        })?;
+        return if status.success() {
+            Ok(exit::OK)
+        } else {
+            Err(Error::failed(format!(
+                "`docker service logs {}` failed ({status})",
+                container.name
+            )))
+        };
+    }
     ctx.engine()
         .follow_logs(
             &container.id,

@@ -61,7 +61,7 @@ pub async fn plan(ctx: &Ctx, rules: Rules) -> Result<(Vec<Decision>, DiskUsage)>
     let live = serving.and_then(|l| l.release);
     let marks = ctx.history_shared().await?.marks()?;
     let rollback_target = rollback_target(&releases, live.as_ref(), &marks).map(|(r, _)| r.clone());
-    let protected = Protected {
+    let mut protected = Protected {
         live,
         rollback_target,
         latest: ctx.engine().image_id(&app.image_ref("latest")).await?,
@@ -73,6 +73,10 @@ pub async fn plan(ctx: &Ctx, rules: Rules) -> Result<(Vec<Decision>, DiskUsage)>
             .filter_map(|c| c.image_id)
             .collect(),
     };
+    if let Some(rt) = ctx.rt.swarm() {
+        // Every node: a task's container anywhere keeps its image everywhere.
+        protected.in_use.extend(rt.images_in_use().await?);
+    }
     let usage = ctx.engine().disk_usage().await?;
     let decisions = decide(&releases, &protected, rules, &usage, jiff::Timestamp::now());
     Ok((decisions, usage))

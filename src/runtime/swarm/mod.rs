@@ -444,6 +444,46 @@ impl SwarmRuntime {
         Ok((service, self.tasks().await?))
     }
 
+    /// Every image a task of the service names (any state: Swarm keeps the containers of
+    /// a few old tasks per replica, and no node may lose an image one of them uses), the
+    /// previous spec's, and the images the containers of every reachable node use.
+    pub async fn images_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        let mut used: std::collections::HashSet<String> =
+            self.tasks().await?.into_iter().map(|t| t.image).collect();
+        // bollard's Service has no PreviousSpec: ask the CLI.
+        let mut c = crate::engine::cli::command("docker");
+        c.env_remove("DOCKER_CONTEXT").args([
+            "service",
+            "inspect",
+            "--format",
+            "{{if .PreviousSpec}}{{.PreviousSpec.TaskTemplate.ContainerSpec.Image}}{{end}}",
+            &self.service_name(),
+        ]);
+        if let Ok(out) = c.output().await
+            && out.status.success()
+        {
+            let previous = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !previous.is_empty() {
+                used.insert(previous);
+            }
+        }
+        for endpoint in &self.app.swarm.nodes {
+            let node = NodeEngine {
+                endpoint: Some(endpoint.clone()),
+            };
+            match node.used_images().await {
+                Ok(images) => used.extend(images),
+                Err(e) => {
+                    return Err(Error::failed(format!(
+                        "{e}; without knowing what that node's containers use, nothing is pruned"
+                    ))
+                    .hint("check the node's engine, or take it out of [swarm] nodes if it left the swarm"));
+                }
+            }
+        }
+        Ok(used)
+    }
+
     fn node_label(nodes: &[(NodeFacts, bool, String)], id: &str) -> String {
         nodes
             .iter()
