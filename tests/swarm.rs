@@ -562,3 +562,58 @@ fn swarm_two_operators_deploying_at_once_one_runs_and_both_see_the_same_history(
     );
     swarm.manager().docker_ok(&["stack", "rm", &fx.project]);
 }
+
+#[test]
+fn swarm_a_node_lost_during_an_update_fails_the_deploy_and_says_what_is_live() {
+    let swarm = Swarm::new(3);
+    let manager = swarm.manager();
+    let others: Vec<&Node> = swarm.nodes()[1..].iter().collect();
+    let fx = swarm_app("swarmlost", &swarm, &others);
+    let service = format!("{}_app", fx.project);
+    let v1 = fx.push_version(Behaviour::Good);
+    let t1 = fx.tag_today(&v1);
+    dm_on(&fx, &swarm, &["deploy", "--no-pull"]).ok();
+    let id1 = image_id(manager, &format!("{}:{t1}", fx.repo));
+
+    // The next release starts slowly, so the update is surely under way when node 2 goes.
+    fx.push_version(Behaviour::SlowStart(4));
+    let deploy = fx
+        .dm_cmd(&["deploy", "--no-pull", "--timeout", "90s"])
+        .env("DOCKER_HOST", &manager.docker_host)
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = manager.docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+            &service,
+        ]);
+        if state.trim() == "updating" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the update never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    swarm.kill_engine(2);
+    let out = deploy.wait_with_output().expect("wait for deploy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the deploy fails:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{}) went down during the update", others[1].addr)),
+        "it names the node:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}:{t1} is live again and healthy", fx.repo)),
+        "and says what is live:\n{stderr}"
+    );
+    // On the nodes that are up, every task runs the release that was live before.
+    let (spec, running) = service_images(manager, &service);
+    assert_eq!(spec, id1);
+    assert!(
+        !running.is_empty() && running.iter().all(|i| *i == id1),
+        "{running:?}"
+    );
+    manager.docker_ok(&["stack", "rm", &fx.project]);
+}

@@ -149,6 +149,15 @@ impl Swarm {
         &self.nodes
     }
 
+    /// Stop node `index`'s engine as a crash or a power cut would look to the swarm: the
+    /// engine is killed (its containers stay until `Drop` cleans up).
+    pub fn kill_engine(&self, index: usize) {
+        let node = &self.nodes[index];
+        if let Some(pid) = node.engine_pid() {
+            run("kill", &["-KILL", &pid.to_string()]);
+        }
+    }
+
     /// Node 0, where the swarm was initialised.
     pub fn manager(&self) -> &Node {
         &self.nodes[0]

@@ -137,8 +137,9 @@ impl SwarmRuntime {
                 let desc = n.description.unwrap_or_default();
                 let status = n.status.unwrap_or_default();
                 let platform = desc.platform.unwrap_or_default();
-                let ready = status.state.map(|s| s.to_string()).as_deref() == Some("ready")
-                    && spec.availability.map(|a| a.to_string()).as_deref() == Some("active");
+                let up = status.state.map(|s| s.to_string()).as_deref() == Some("ready");
+                let ready =
+                    up && spec.availability.map(|a| a.to_string()).as_deref() == Some("active");
                 let facts = NodeFacts {
                     id: n.id.unwrap_or_default(),
                     hostname: desc.hostname.unwrap_or_default(),
@@ -147,6 +148,7 @@ impl SwarmRuntime {
                     engine_labels: desc.engine.and_then(|e| e.labels).unwrap_or_default(),
                     os: platform.os.unwrap_or_default(),
                     arch: platform.architecture.unwrap_or_default(),
+                    up,
                 };
                 (facts, ready, status.addr.unwrap_or_default())
             })
@@ -794,6 +796,13 @@ impl Runtime for SwarmRuntime {
         let started = Instant::now();
         let mut deadline = started + timeout;
         let nodes = self.node_facts().await.unwrap_or_default();
+        // Nodes down already are Swarm's to reschedule around; one that goes down during
+        // the update fails it (its tasks are in no known state).
+        let ready_at_start: std::collections::HashSet<String> = nodes
+            .iter()
+            .filter(|(n, _, _)| n.up)
+            .map(|(n, _, _)| n.id.clone())
+            .collect();
         let mut best = 0usize;
         loop {
             if interruptible && crate::interrupt::requested() {
@@ -819,7 +828,32 @@ impl Runtime for SwarmRuntime {
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok());
             let update = service.update_status.as_ref();
             let update_state = update.and_then(|u| u.state).map(|s| s.to_string());
-            let tasks = self.tasks().await?;
+            let now_nodes = self.node_facts().await?;
+            // Down: the swarm lost its engine (a drained node is up).
+            let down: std::collections::HashSet<String> = now_nodes
+                .iter()
+                .filter(|(n, _, _)| !n.up)
+                .map(|(n, _, _)| n.id.clone())
+                .collect();
+            if let Some(gone) = now_nodes
+                .iter()
+                .find(|(n, _, _)| !n.up && ready_at_start.contains(&n.id))
+            {
+                let (n, _, addr) = gone;
+                return Ok(Verdict::Unhealthy {
+                    reason: format!(
+                        "node {} went down during the update (the swarm lost its engine); its tasks are in no known state",
+                        node_name(n, addr)
+                    ),
+                });
+            }
+            // Tasks on nodes that are down count for nothing either way.
+            let tasks: Vec<TaskView> = self
+                .tasks()
+                .await?
+                .into_iter()
+                .filter(|t| !down.contains(&t.node))
+                .collect();
             let fresh = |t: &&TaskView| {
                 t.image == image && since.is_none_or(|s| t.created.is_none_or(|c| c >= s))
             };

@@ -153,6 +153,8 @@ pub struct NodeFacts {
     pub engine_labels: HashMap<String, String>,
     pub os: String,
     pub arch: String,
+    /// The swarm sees its engine (status "ready").
+    pub up: bool,
 }
 
 /// Does `node` satisfy every constraint (`node.role==manager`, `node.labels.disk!=hdd`…)?
