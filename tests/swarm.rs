@@ -328,6 +328,9 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
     let manager = swarm.manager();
     let others: Vec<&Node> = swarm.nodes()[1..].iter().collect();
     let fx = swarm_app("swarmmain", &swarm, &others);
+    // Swarm keeps the containers of old tasks (5 per replica by default), and their images
+    // stay in use: keep one, so that prune below has releases it may remove.
+    manager.docker_ok(&["swarm", "update", "--task-history-limit", "1"]);
     let service = format!("{}_app", fx.project);
 
     // First deploy: the stack is made from the compose file; the image reaches every node.
@@ -373,6 +376,15 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
         &service,
     ]);
     assert_eq!(label.trim(), t1);
+    let doctor = dm_on(&fx, &swarm, &["doctor", "--json"]).json();
+    let check = doctor
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "swarm")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(check["ok"], true, "{doctor}");
 
     // Second release.
     let v2 = fx.push_version(Behaviour::Good);
@@ -446,6 +458,22 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
         "the service was not touched"
     );
     assert_eq!(service_images(manager, &service).1, vec![id1.clone(); 3]);
+    let doctor = dm_on(&fx, &swarm, &["doctor", "--json"]).code(1).json();
+    let check = doctor
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "swarm")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(check["ok"], false, "{doctor}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&others[1].addr),
+        "doctor names the node without an engine: {check}"
+    );
 
     // Prune on every node: what goes is gone everywhere; the live release, and every
     // image a task's container uses on some node, stays everywhere.
@@ -463,6 +491,23 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
         })
         .unwrap_or_default();
     assert!(!removed.contains(&t1), "the live release stays: {report}");
+    assert!(
+        !removed.is_empty(),
+        "something was old enough to go: {report}"
+    );
+    // Nothing a task's container uses, on any node, was removed.
+    for node in swarm.nodes() {
+        let ids = node.docker_ok(&["ps", "-aq", "--no-trunc"]);
+        for id in ids.split_whitespace() {
+            let image = node.docker_ok(&["inspect", "--format", "{{.Image}}", id]);
+            let kept = node.docker(&["image", "inspect", image.trim()]);
+            assert!(
+                kept.status.success(),
+                "node {}: container {id} lost its image",
+                node.index
+            );
+        }
+    }
     for node in swarm.nodes() {
         for tag in tags {
             let here = image_id_or_none(node, &format!("{}:{tag}", fx.repo));
@@ -480,6 +525,17 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
             "node {}",
             node.index
         );
+    }
+    // `df` sees every node: what each holds of the app's releases.
+    let df = dm_on(&fx, &swarm, &["df", "--json"]).ok().json();
+    let nodes = df["nodes"].as_array().expect("df lists the nodes");
+    assert_eq!(nodes.len(), 2, "{df}");
+    for (n, node) in nodes.iter().zip(&others) {
+        let listed = node.docker_ok(&["image", "ls", "--format", "{{.Tag}}", &fx.repo]);
+        let count = listed.lines().filter(|t| *t != "latest").count();
+        assert_eq!(n["endpoint"], node.docker_host.as_str(), "{df}");
+        assert_eq!(n["releases"], count, "node {}: {df}", node.index);
+        assert!(n["size_bytes"].as_u64().unwrap_or(0) > 0, "{df}");
     }
 
     manager.docker_ok(&["stack", "rm", &fx.project]);

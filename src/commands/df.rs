@@ -28,6 +28,19 @@ struct Df {
     reclaimable_releases: usize,
     dangling_images: usize,
     dangling_bytes: i64,
+    /// Runtime "swarm": the app's release images on each listed node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<NodeDf>>,
+}
+
+#[derive(Serialize)]
+struct NodeDf {
+    endpoint: String,
+    /// The node's release images (`<repository>:<tag>`), when its engine answered.
+    releases: Option<usize>,
+    /// Their sizes added up (layers shared between them counted once per image).
+    size_bytes: Option<u64>,
+    error: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
@@ -46,6 +59,35 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
         }
     }
     let dangling = ctx.engine().dangling_images(&app.id()).await?;
+    let nodes = match ctx.rt.swarm() {
+        None => None,
+        Some(rt) => Some(
+            rt.node_images()
+                .await
+                .into_iter()
+                .map(|(endpoint, images)| match images {
+                    Ok(images) => NodeDf {
+                        endpoint,
+                        releases: Some(images.iter().filter(|(t, _, _)| t != "latest").count()),
+                        size_bytes: Some(
+                            images
+                                .iter()
+                                .filter(|(t, _, _)| t != "latest")
+                                .map(|(_, _, s)| s)
+                                .sum(),
+                        ),
+                        error: None,
+                    },
+                    Err(e) => NodeDf {
+                        endpoint,
+                        releases: None,
+                        size_bytes: None,
+                        error: Some(e.to_string()),
+                    },
+                })
+                .collect(),
+        ),
+    };
     let report = Df {
         repository: app.repository.clone(),
         releases: decisions.len(),
@@ -60,6 +102,7 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
             .iter()
             .map(|i| usage.images.get(&i.id).map_or(i.size, |u| u.unique()))
             .sum(),
+        nodes,
     };
     if args.json {
         ctx.printer.json(&report);
@@ -101,5 +144,22 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
         ),
     ];
     ctx.printer.out(&lines.join("\n"));
+    for n in report.nodes.iter().flatten() {
+        ctx.printer
+            .out(&match (&n.releases, &n.size_bytes, &n.error) {
+                (Some(r), Some(b), _) => format!(
+                    "node {}: {} of {}, {}",
+                    n.endpoint,
+                    plural(*r, "release", "releases"),
+                    report.repository,
+                    human_size(*b as i64)
+                ),
+                (_, _, e) => format!(
+                    "node {}: no answer ({})",
+                    n.endpoint,
+                    e.as_deref().unwrap_or("unknown")
+                ),
+            });
+    }
     Ok(exit::OK)
 }

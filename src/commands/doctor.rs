@@ -184,6 +184,12 @@ async fn checks(
     let live = ctx.rt.serving(&releases).await.ok().flatten();
 
     out.push(disk(engine, releases.first().map(|r| r.size_bytes)).await);
+    if let Some(rt) = ctx.rt.swarm() {
+        out.push(match rt.check_nodes().await {
+            Ok(detail) => pass("swarm", detail),
+            Err((detail, fix)) => fail("swarm", detail, fix),
+        });
+    }
 
     out.push(
         if app.has_compose_healthcheck

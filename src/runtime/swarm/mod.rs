@@ -446,6 +446,95 @@ impl SwarmRuntime {
         Ok((service, self.tasks().await?))
     }
 
+    /// For `doctor`: is the engine a manager, does every listed node's engine answer as a
+    /// node of this swarm, and has every node that may run a task an engine listed?
+    /// Ok(detail), or Err((what is wrong, the fix)).
+    pub async fn check_nodes(&self) -> std::result::Result<String, (String, String)> {
+        let info = match self.docker().info().await {
+            Ok(i) => i,
+            Err(e) => return Err((e.to_string(), "check DOCKER_HOST".into())),
+        };
+        let swarm = info.swarm.unwrap_or_default();
+        let here = swarm.node_id.clone().unwrap_or_default();
+        if here.is_empty() || swarm.control_available != Some(true) {
+            return Err((
+                format!("the engine at {} is not a manager of a swarm", self.engine.host()),
+                "point DOCKER_HOST at a manager (`docker node ls` works there), or `docker swarm init`".into(),
+            ));
+        }
+        let nodes = match self.node_facts().await {
+            Ok(n) => n,
+            Err(e) => return Err((e.to_string(), "check the manager".into())),
+        };
+        let mut listed = HashMap::new();
+        for endpoint in &self.app.swarm.nodes {
+            let engine = NodeEngine {
+                endpoint: Some(endpoint.clone()),
+            };
+            match engine.node_id().await {
+                Ok(id) if nodes.iter().any(|(n, _, _)| n.id == id) => {
+                    listed.insert(id, endpoint.clone());
+                }
+                Ok(id) => {
+                    return Err((
+                        format!("{endpoint} is node {id}, which is not in this swarm"),
+                        "list only this swarm's nodes under [swarm] nodes".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err((
+                        e.to_string(),
+                        format!(
+                            "check that `docker -H {endpoint} info` answers, or remove it from [swarm] nodes"
+                        ),
+                    ));
+                }
+            }
+        }
+        let missing: Vec<String> = nodes
+            .iter()
+            .filter(|(n, ready, _)| *ready && n.id != here && !listed.contains_key(&n.id))
+            .map(|(n, _, a)| node_name(n, a))
+            .collect();
+        if !missing.is_empty() {
+            return Err((
+                format!(
+                    "no engine listed for {}: a release cannot be shipped there",
+                    missing.join(", ")
+                ),
+                "add each node's engine to [swarm] nodes in dockmaster.toml (e.g. \"ssh://user@host\")".into(),
+            ));
+        }
+        let down = nodes.iter().filter(|(n, _, _)| !n.up).count();
+        Ok(format!(
+            "{} is a manager; {} ready, every one reachable{}",
+            self.engine.host(),
+            crate::commands::plural(nodes.len() - down, "node", "nodes"),
+            if down > 0 {
+                format!(" ({down} down)")
+            } else {
+                String::new()
+            }
+        ))
+    }
+
+    /// The app's images on each listed node's engine: (tag, id, size), or why not.
+    pub async fn node_images(
+        &self,
+    ) -> Vec<(
+        String,
+        std::result::Result<Vec<(String, String, u64)>, nodes::Error>,
+    )> {
+        let mut out = vec![];
+        for endpoint in &self.app.swarm.nodes {
+            let node = NodeEngine {
+                endpoint: Some(endpoint.clone()),
+            };
+            out.push((endpoint.clone(), node.images(&self.app.repository).await));
+        }
+        out
+    }
+
     /// Every image a task of the service names (any state: Swarm keeps the containers of
     /// a few old tasks per replica, and no node may lose an image one of them uses), the
     /// previous spec's, and the images the containers of every reachable node use.
