@@ -36,8 +36,10 @@
 //! The app is `httpd -f -p 8080 -h /www` as PID 1, which ignores SIGTERM: each old task
 //! stops when its 2 s grace period ends (the same for both), after the 2 s Swarm's agent
 //! waits between taking a task out of DNS and stopping it (moby's
-//! `defaultGossipConvergeDelay`). dockmaster's gate waits for the last old task to be gone;
-//! with `BENCH_VERBOSE` the tasks' timeline is printed at the end of each part.
+//! `defaultGossipConvergeDelay`). dockmaster's gate passes once every replica runs the new
+//! release, healthy, and Swarm has told every old task to stop (it is out of DNS then); it
+//! does not wait for the old tasks to be gone. With `BENCH_VERBOSE` the tasks' timeline is
+//! printed at the end of each part.
 //!
 //! Environment: `BENCH_SWITCHES` (default 6), `BENCH_VERBOSE` (dockmaster's `-v` output and
 //! the docker CLI's on stderr), `BENCH_HEALTH_INTERVAL` (e.g. `1s`: dockmaster's `[swarm]

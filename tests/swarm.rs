@@ -616,6 +616,59 @@ fn swarm_two_operators_deploying_at_once_one_runs_and_both_see_the_same_history(
         marks[0]["known_good"], true,
         "the mark is shared too: {marks}"
     );
+
+    // `status` and `logs` on the service.
+    let status = dm_on(&fx, &swarm, &["status", "--json"]).ok().json();
+    assert_eq!(status["live"], t1.as_str(), "{status}");
+    let logs = dm_on(&fx, &swarm, &["logs", "--tail", "5"]);
+    logs.ok();
+    assert!(
+        logs.stdout.contains(&format!("{}_app.", fx.project)),
+        "every task's lines, named by task: {}",
+        logs.stdout
+    );
+
+    // A lock left by a killed dockmaster (no heartbeat for 5 minutes) is taken over after
+    // `lock_stale`, and the deploy says whose it was.
+    let app = format!("{}-app", fx.project);
+    let name = dockmaster::runtime::swarm::lock::config_name(&app);
+    let old = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 300;
+    let mut create = swarm.manager().command();
+    create.args(["config", "create"]);
+    for (k, v) in [
+        ("dev.dockmaster.lock", app.clone()),
+        ("dev.dockmaster.heartbeat", old.to_string()),
+        ("dev.dockmaster.lock.pid", "4242".into()),
+        ("dev.dockmaster.lock.user", "ops".into()),
+        ("dev.dockmaster.lock.host", "laptop".into()),
+        ("dev.dockmaster.lock.since", "2026-11-25T03:00:00Z".into()),
+        ("dev.dockmaster.lock.command", "deploy".into()),
+    ] {
+        create.args(["--label", &format!("{k}={v}")]);
+    }
+    let data = fx.tmp.path().join("stale-lock.json");
+    std::fs::write(&data, "{}").unwrap();
+    let out = create
+        .arg(&name)
+        .arg(&data)
+        .output()
+        .expect("docker config create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fx.configure("runtime = \"swarm\"\n[swarm]\nlock_stale = \"30s\"\n");
+    fx.push_version(Behaviour::Good);
+    dm_on(&fx, &swarm, &["deploy", "--no-pull"])
+        .ok()
+        .stderr_has("took over the swarm's lock")
+        .stderr_has("`dockmaster deploy` by ops@laptop, pid 4242")
+        .stderr_has("sent no heartbeat for 5m");
     swarm.manager().docker_ok(&["stack", "rm", &fx.project]);
 }
 

@@ -1005,9 +1005,21 @@ impl Runtime for SwarmRuntime {
                 .iter()
                 .filter(|t| t.image == image && t.state == TaskState::RUNNING)
                 .count();
+            // Old tasks Swarm still means to run. One it has told to stop is out of the
+            // service's DNS already (the agent takes it out, waits 2 s for the other nodes to
+            // hear, then sends the stop signal): it takes no new traffic and is not waited
+            // for, which saves about 5 s per update (2 s + its stop grace period).
             let old_alive = tasks
                 .iter()
-                .filter(|t| t.image != image && live_state(t.state))
+                .filter(|t| {
+                    t.image != image && t.desired == TaskState::RUNNING && live_state(t.state)
+                })
+                .count();
+            let old_stopping = tasks
+                .iter()
+                .filter(|t| {
+                    t.image != image && t.desired != TaskState::RUNNING && live_state(t.state)
+                })
                 .count();
             let updating = matches!(update_state.as_deref(), Some("updating"));
             if running > best {
@@ -1024,9 +1036,17 @@ impl Runtime for SwarmRuntime {
                 return Ok(Verdict::Healthy {
                     after: started.elapsed(),
                     how: format!(
-                        "{} running and healthy on {}; no task of the old release left",
+                        "{} running and healthy on {}; {}",
                         crate::commands::plural(running, "task", "tasks"),
-                        on.into_iter().collect::<Vec<_>>().join(", ")
+                        on.into_iter().collect::<Vec<_>>().join(", "),
+                        if old_stopping == 0 {
+                            "no task of the old release left".to_string()
+                        } else {
+                            format!(
+                                "the old release's {} out of the service's DNS and stopping",
+                                crate::commands::plural(old_stopping, "task is", "tasks are")
+                            )
+                        }
                     ),
                 });
             }
