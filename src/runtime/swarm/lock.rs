@@ -385,7 +385,7 @@ async fn heartbeat(docker: Docker, name: String, id: String, every: Duration) {
 /// `[A-Za-z0-9_.-]`, at most 64 characters, beginning and ending with a letter or digit, so
 /// an app id that does not fit as it is gets its other characters replaced by `-`, is cut to
 /// fit, and is followed by a hash of the whole app id: two app ids never share a lock
-/// because they look alike once cleaned. The hash (FNV-1a) is written out here because the
+/// because they look alike once cleaned. The hash is SHA-256's (`names::short_hash`): the
 /// name must be the same on every machine and in every dockmaster version.
 pub fn config_name(app: &str) -> String {
     let clean: String = app
@@ -405,7 +405,7 @@ pub fn config_name(app: &str) -> String {
     if fits {
         return plain;
     }
-    let hash = format!("{:016x}", fnv1a(app.as_bytes()));
+    let hash = super::names::short_hash(app, 12);
     let hash = &hash[..12];
     let room = NAME_MAX - NAME_PREFIX.len() - 1 - hash.len();
     // `clean` is ASCII, so any byte index is a character boundary.
@@ -415,15 +415,6 @@ pub fn config_name(app: &str) -> String {
     } else {
         format!("{NAME_PREFIX}{head}-{hash}")
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 /// The config that is the lock: the holder as JSON data (what `docker config inspect
@@ -441,7 +432,7 @@ fn spec(name: &str, app: &str, holder: &Holder, now: i64) -> ConfigSpec {
     ConfigSpec {
         name: Some(name.to_string()),
         labels: Some(labels),
-        data: Some(base64(
+        data: Some(super::names::encode(
             serde_json::to_string(holder).unwrap_or_default().as_bytes(),
         )),
         templating: None,
@@ -515,46 +506,9 @@ fn cluster_error(name: &str, doing: &str, e: &bollard::errors::Error) -> Error {
     }
 }
 
-/// Standard base64 with padding (RFC 4648 §4), as the Engine API wants config data.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc_4648_test_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
-        }
-    }
 
     /// Swarm's rule for config names (swarmkit `isValidConfigOrSecretName`, and 64 at most).
     fn valid(name: &str) -> bool {

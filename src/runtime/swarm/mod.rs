@@ -10,6 +10,7 @@
 //! forward update to the release that served.
 
 pub mod lock;
+pub mod names;
 pub mod nodes;
 pub mod spec;
 pub mod store;

@@ -535,7 +535,7 @@ impl<'a> SwarmStore<'a> {
                     .and_then(|s| s.data)
                     .unwrap_or_default(),
             };
-            let data = base64_decode(&data).ok_or_else(|| Error::Unreadable {
+            let data = super::names::decode(&data).ok_or_else(|| Error::Unreadable {
                 name: name.clone(),
                 kind,
                 reason: "its data is not base64".into(),
@@ -562,7 +562,7 @@ impl<'a> SwarmStore<'a> {
         let spec = ConfigSpec {
             name: Some(name.to_string()),
             labels: Some(labels),
-            data: Some(base64_encode(data)),
+            data: Some(super::names::encode(data)),
             ..Default::default()
         };
         let result = self.docker.create_config(spec).await;
@@ -623,8 +623,8 @@ pub fn mark_config_name(app: &str, tag: &str) -> String {
 /// `s` as a piece of a Swarm object name of at most `max` characters (`max` > 9). `s` itself
 /// when it fits: only `[A-Za-z0-9_.-]`, not too long, ending in a letter or digit. Else its
 /// first characters (others replaced by `_`), `-` and 8 hex digits of a hash of all of `s`,
-/// so that two names that read alike once cut stay apart. The hash (FNV-1a) is spelled out
-/// here because every machine must compute the same name from the same app.
+/// so that two names that read alike once cut stay apart. The hash is SHA-256's
+/// (`names::short_hash`): every machine must compute the same name from the same app.
 fn name_part(s: &str, max: usize) -> String {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     let fits = !s.is_empty()
@@ -639,13 +639,7 @@ fn name_part(s: &str, max: usize) -> String {
         .map(|c| if allowed(c) { c } else { '_' })
         .take(max - 9)
         .collect();
-    format!("{keep}-{:08x}", fnv1a32(s.as_bytes()))
-}
-
-fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h: u32, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    format!("{keep}-{}", super::names::short_hash(s, 8))
 }
 
 /// 32 lowercase hex digits, as the history writes uids.
@@ -663,51 +657,6 @@ fn cut(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding: how the Engine API carries a config's data.
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The inverse of [`base64_encode`] (padding optional); None for anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A lone leftover character carries 6 bits: no whole byte, not base64.
-    (bits < 6).then_some(out)
 }
 
 #[cfg(test)]
@@ -759,10 +708,19 @@ mod tests {
         let part = name_part(long, MAX_APP_PART);
         assert_eq!(part.len(), MAX_APP_PART);
         assert!(part.starts_with("a-very-lo-"), "{part}");
-        assert_eq!(part, format!("a-very-lo-{:08x}", fnv1a32(long.as_bytes())));
+        assert_eq!(
+            part,
+            format!(
+                "a-very-lo-{}",
+                crate::runtime::swarm::names::short_hash(long, 8)
+            )
+        );
         assert_eq!(
             name_part(odd, MAX_APP_PART),
-            format!("shop_web_-{:08x}", fnv1a32(odd.as_bytes()))
+            format!(
+                "shop_web_-{}",
+                crate::runtime::swarm::names::short_hash(odd, 8)
+            )
         );
         // Alike once sanitized or cut, apart by their hash.
         assert_ne!(name_part("shop web", 18), name_part("shop_web", 18));
@@ -771,30 +729,6 @@ mod tests {
             name_part(&format!("{long}-1"), 18),
             name_part(&format!("{long}-2"), 18)
         );
-        // The same on every machine: FNV-1a's published test vectors.
-        assert_eq!(fnv1a32(b""), 0x811c9dc5);
-        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
-        assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
-    }
-
-    #[test]
-    fn base64_round_trips_and_matches_the_standard() {
-        for (plain, coded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(plain.as_bytes()), coded);
-            assert_eq!(base64_decode(coded).unwrap(), plain.as_bytes());
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
-        assert_eq!(base64_decode("Zm9v!"), None);
-        assert_eq!(base64_decode("Zm9vY"), None);
     }
 
     #[test]
