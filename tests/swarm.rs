@@ -302,15 +302,18 @@ fn spec_version(manager: &Node, service: &str) -> String {
         .to_string()
 }
 
-/// What a running task of the service answers at `path`, asked inside its container on
-/// `node`.
-fn task_answer(node: &Node, service: &str, path: &str) -> Option<String> {
+/// What a running task of the service that runs `release` (by its container's label)
+/// answers at `path`, asked inside its container on `node`.
+fn task_answer(node: &Node, service: &str, release: &str, path: &str) -> Option<String> {
     let filter = format!("label=com.docker.swarm.service.name={service}");
+    let label = format!("label=dev.dockmaster.release={release}");
     let ids = node.docker_ok(&[
         "ps",
         "-q",
         "--filter",
         &filter,
+        "--filter",
+        &label,
         "--filter",
         "status=running",
     ]);
@@ -397,7 +400,7 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
     let served: Vec<Option<String>> = swarm
         .nodes()
         .iter()
-        .map(|n| task_answer(n, &service, "/version"))
+        .map(|n| task_answer(n, &service, &t2, "/version"))
         .collect();
     let written = crate::support::git_out(&fx.work, &["show", &format!("{v2}:www/version")]);
     assert!(
