@@ -20,6 +20,10 @@
 //! `BENCH_ONLY` (`hot`, `start-first`, `recreate` or `guide`), `BENCH_VERBOSE` (dockmaster's
 //! `-v` output on stderr).
 
+#[path = "common.rs"]
+mod common;
+use common::{git, git_out};
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -622,25 +626,6 @@ fn machine() -> String {
         "{cores} cores, {mem}, Docker engine {}, docker-compose {compose}",
         engine.trim()
     )
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "git {args:?}");
-}
-
-fn git_out(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn docker_out(args: &[&str]) -> String {

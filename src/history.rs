@@ -423,21 +423,7 @@ impl History {
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map(params![self.app, limit], |r| {
-                Ok(Event {
-                    id: r.get(0)?,
-                    started_at: r.get(1)?,
-                    ended_at: r.get(2)?,
-                    user: r.get(3)?,
-                    host: r.get(4)?,
-                    command: r.get(5)?,
-                    from_release: r.get(6)?,
-                    to_release: r.get(7)?,
-                    outcome: r.get(8)?,
-                    duration_ms: r.get(9)?,
-                    reason: r.get(10)?,
-                })
-            })
+            .query_map(params![self.app, limit], event_of)
             .map_err(|e| self.db(e))?;
         rows.collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.db(e))
@@ -459,24 +445,7 @@ impl History {
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map([&self.app], |r| {
-                Ok((
-                    r.get(11)?,
-                    Event {
-                        id: r.get(0)?,
-                        started_at: r.get(1)?,
-                        ended_at: r.get(2)?,
-                        user: r.get(3)?,
-                        host: r.get(4)?,
-                        command: r.get(5)?,
-                        from_release: r.get(6)?,
-                        to_release: r.get(7)?,
-                        outcome: r.get(8)?,
-                        duration_ms: r.get(9)?,
-                        reason: r.get(10)?,
-                    },
-                ))
-            })
+            .query_map([&self.app], |r| Ok((r.get(11)?, event_of(r)?)))
             .map_err(|e| self.db(e))?;
         rows.collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.db(e))
@@ -623,6 +592,23 @@ impl Drop for Recording<'_> {
 
 fn now() -> String {
     Timestamp::now().to_string()
+}
+
+/// An `events` row's first eleven columns, in the order every query here selects them.
+fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get(0)?,
+        started_at: r.get(1)?,
+        ended_at: r.get(2)?,
+        user: r.get(3)?,
+        host: r.get(4)?,
+        command: r.get(5)?,
+        from_release: r.get(6)?,
+        to_release: r.get(7)?,
+        outcome: r.get(8)?,
+        duration_ms: r.get(9)?,
+        reason: r.get(10)?,
+    })
 }
 
 #[cfg(test)]

@@ -288,6 +288,15 @@ fn service_images(manager: &Node, service: &str) -> (String, Vec<String>) {
     (spec, running)
 }
 
+/// `doctor --json`'s "swarm" check.
+fn swarm_check(doctor: &serde_json::Value) -> serde_json::Value {
+    doctor
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["check"] == "swarm"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no swarm check: {doctor}"))
+}
+
 /// The service's spec version: changes with every update.
 fn spec_version(manager: &Node, service: &str) -> String {
     manager
@@ -379,15 +388,8 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
         &service,
     ]);
     assert_eq!(label.trim(), t1);
-    let doctor = dm_on(&fx, &swarm, &["doctor", "--json"]).json();
-    let check = doctor
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "swarm")
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(check["ok"], true, "{doctor}");
+    let check = swarm_check(&dm_on(&fx, &swarm, &["doctor", "--json"]).json());
+    assert_eq!(check["ok"], true, "{check}");
 
     // Second release.
     let v2 = fx.push_version(Behaviour::Good);
@@ -461,15 +463,8 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
         "the service was not touched"
     );
     assert_eq!(service_images(manager, &service).1, vec![id1.clone(); 3]);
-    let doctor = dm_on(&fx, &swarm, &["doctor", "--json"]).code(1).json();
-    let check = doctor
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "swarm")
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(check["ok"], false, "{doctor}");
+    let check = swarm_check(&dm_on(&fx, &swarm, &["doctor", "--json"]).code(1).json());
+    assert_eq!(check["ok"], false, "{check}");
     assert!(
         check["detail"]
             .as_str()
