@@ -340,9 +340,6 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
     let manager = swarm.manager();
     let others: Vec<&Node> = swarm.nodes()[1..].iter().collect();
     let fx = swarm_app("swarmmain", &swarm, &others);
-    // Swarm keeps the containers of old tasks (5 per replica by default), and their images
-    // stay in use: keep one, so that prune below has releases it may remove.
-    manager.docker_ok(&["swarm", "update", "--task-history-limit", "1"]);
     let service = format!("{}_app", fx.project);
 
     // First deploy: the stack is made from the compose file; the image reaches every node.
@@ -476,6 +473,12 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
     // Prune on every node: what goes is gone everywhere; the live release, and every
     // image a task's container uses on some node, stays everywhere.
     configure_nodes(&fx, &others);
+    // Swarm keeps the containers of old tasks (5 per replica by default), and their images
+    // stay in use: keep one, so that prune has releases it may remove (the task reaper
+    // removes the others as the next updates go).
+    manager.docker_ok(&["swarm", "update", "--task-history-limit", "1"]);
+    dm_on(&fx, &swarm, &["rollback", "-y", &t3]).ok();
+    dm_on(&fx, &swarm, &["rollback", "-y", &t1]).ok();
     let tags = [&t1, &t2, &t3];
     let report = dm_on(&fx, &swarm, &["prune", "--keep", "1", "--json"])
         .ok()

@@ -966,11 +966,19 @@ impl Runtime for SwarmRuntime {
             if update_state.as_deref() == Some("paused") {
                 // Swarm pauses on the task that failed; say what became of it.
                 let message = update.and_then(|u| u.message.clone()).unwrap_or_default();
+                // The task it names; else (Swarm may have reaped it already, with a short
+                // task history) the newest task of the release that does not run.
                 let named = tasks
                     .iter()
                     .filter(|t| t.image == image)
-                    .filter(|t| message.contains(&t.id) || t.error.is_some())
-                    .max_by_key(|t| t.created);
+                    .find(|t| message.contains(&t.id))
+                    .or_else(|| {
+                        tasks
+                            .iter()
+                            .filter(|t| t.image == image)
+                            .filter(|t| t.state != TaskState::RUNNING || t.error.is_some())
+                            .max_by_key(|t| t.created)
+                    });
                 if let Some(t) = named {
                     self.gate
                         .lock()
