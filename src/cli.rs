@@ -66,6 +66,9 @@ pub enum Command {
     Df(JsonArg),
     /// The proxy's traffic counters per release, in the Prometheus text format.
     Metrics,
+    /// Serve the release page (status, releases, history) and its JSON API; prints the
+    /// login URL on stderr. Ctrl-C stops it.
+    Serve(ServeArgs),
     /// Print a shell completion script, e.g. `dockmaster completions bash > /etc/bash_completion.d/dockmaster`.
     Completions(CompletionsArgs),
     /// Print the man page (roff), e.g. `dockmaster man | man -l -`.
@@ -175,6 +178,19 @@ pub struct PruneArgs {
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Where to listen. Anything but a loopback address is reachable from the network
+    /// (a warning says so).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8765")]
+    pub listen: std::net::SocketAddr,
+    /// Also accept requests addressed to this host name (e.g. `nas.local`, or the name a
+    /// reverse proxy forwards), with or without a port. Repeatable. Every other `Host` is
+    /// refused (DNS rebinding).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -15,6 +15,7 @@ pub mod output;
 pub mod proxy;
 pub mod release;
 pub mod runtime;
+pub mod serve;
 pub mod settings;
 pub mod watch;
 
@@ -136,6 +137,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await?,
         Command::Df(a) => commands::df::run(&ctx, a).await?,
         Command::Metrics => commands::metrics::run(&ctx).await?,
+        Command::Serve(a) => serve::run(ctx, a).await?,
         Command::Proxy(_) | Command::ProxyCtl(_) | Command::Completions(_) | Command::Man => {
             unreachable!("handled above")
         }

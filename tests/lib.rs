@@ -21,5 +21,6 @@ mod ship;
 
 mod swarm;
 
+mod serve;
 mod swarm_lock;
 mod swarm_store;

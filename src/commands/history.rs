@@ -5,8 +5,13 @@ use crate::commands::Ctx;
 use crate::error::{Result, exit};
 use crate::output::{human_duration, table};
 
+/// What `history --json` prints and `/api/history` serves: the events, newest first.
+pub async fn report(ctx: &Ctx, limit: Option<usize>) -> Result<Vec<crate::history::Event>> {
+    Ok(ctx.history_shared().await?.events(limit)?)
+}
+
 pub async fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<u8> {
-    let events = ctx.history_shared().await?.events(args.limit)?;
+    let events = report(ctx, args.limit).await?;
     if args.json {
         ctx.printer.json(&events);
         return Ok(exit::OK);

@@ -12,84 +12,84 @@ use crate::output::{human_duration, human_size};
 use crate::runtime::Runtime;
 
 #[derive(Serialize)]
-struct Report {
-    service: String,
-    project: String,
-    repository: String,
+pub struct Report {
+    pub service: String,
+    pub project: String,
+    pub repository: String,
     /// The live release's tag, when the container runs one.
-    live: Option<String>,
-    container: Option<ContainerReport>,
+    pub live: Option<String>,
+    pub container: Option<ContainerReport>,
     /// The switch proxy that holds the service's name and ports (start-first), if any.
-    proxy: Option<ProxyReport>,
+    pub proxy: Option<ProxyReport>,
     /// The release dockmaster last put live, by its history.
-    recorded_live: Option<String>,
+    pub recorded_live: Option<String>,
     /// Whether the container runs what dockmaster last put live (None: no record yet).
-    matches_record: Option<bool>,
+    pub matches_record: Option<bool>,
     /// Whether `<repository>:latest` names the live image (None: no latest tag).
-    latest_matches: Option<bool>,
-    rollback_target: Option<String>,
+    pub latest_matches: Option<bool>,
+    pub rollback_target: Option<String>,
     /// The release kept beside the live one after a start-first switch.
-    standby: Option<StandbyReport>,
+    pub standby: Option<StandbyReport>,
     /// What the proxy counted per release (the live one and those that served before it),
     /// over `[watch] window`; null when no proxy counts this service's traffic.
-    traffic: Option<Vec<TrafficReport>>,
-    releases: usize,
-    disk_bytes: i64,
-    last_event: Option<Event>,
+    pub traffic: Option<Vec<TrafficReport>>,
+    pub releases: usize,
+    pub disk_bytes: i64,
+    pub last_event: Option<Event>,
 }
 
 #[derive(Serialize)]
-struct TrafficReport {
-    release: Option<String>,
-    container: String,
-    live: bool,
-    requests: u64,
+pub struct TrafficReport {
+    pub release: Option<String>,
+    pub container: String,
+    pub live: bool,
+    pub requests: u64,
     /// Responses by class.
-    status: std::collections::BTreeMap<&'static str, u64>,
-    conn_errors: u64,
-    window_seconds: u64,
-    window_requests: u64,
-    window_5xx: u64,
-    window_conn_errors: u64,
-    p50_ms: Option<f64>,
-    p95_ms: Option<f64>,
-    p99_ms: Option<f64>,
+    pub status: std::collections::BTreeMap<&'static str, u64>,
+    pub conn_errors: u64,
+    pub window_seconds: u64,
+    pub window_requests: u64,
+    pub window_5xx: u64,
+    pub window_conn_errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
-struct StandbyReport {
-    tag: Option<String>,
+pub struct StandbyReport {
+    pub tag: Option<String>,
     /// `hot` (running, drained: a rollback to it is a probe and a switch) or `cold`.
-    mode: crate::settings::Standby,
-    container: String,
+    pub mode: crate::settings::Standby,
+    pub container: String,
     /// What a hot standby costs in memory now (one-shot engine stats); null when cold.
-    memory_bytes: Option<u64>,
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
-struct ProxyReport {
-    name: String,
-    state: String,
+pub struct ProxyReport {
+    pub name: String,
+    pub state: String,
     /// The app container it sends traffic to.
-    upstream: String,
+    pub upstream: String,
 }
 
 #[derive(Serialize)]
-struct ContainerReport {
-    name: String,
-    id: String,
-    image: String,
-    image_id: String,
-    state: String,
-    health: Option<String>,
-    started_at: Option<String>,
-    uptime_seconds: Option<i64>,
-    restarts: i64,
+pub struct ContainerReport {
+    pub name: String,
+    pub id: String,
+    pub image: String,
+    pub image_id: String,
+    pub state: String,
+    pub health: Option<String>,
+    pub started_at: Option<String>,
+    pub uptime_seconds: Option<i64>,
+    pub restarts: i64,
 }
 
-pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
+/// What `status --json` prints and the release page's status shows.
+pub async fn report(ctx: &Ctx) -> Result<Report> {
     let app = ctx.app();
-    let p = &ctx.printer;
     let releases = ctx.rt.releases().await?;
     let live = ctx.rt.serving(&releases).await?;
     let history = ctx.history_shared().await?;
@@ -186,21 +186,31 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
             })
         }),
         matches_record: recorded.as_ref().map(|r| Some(r) == live_tag.as_ref()),
-        recorded_live: recorded.clone(),
+        recorded_live: recorded,
         latest_matches: latest_id
             .as_ref()
             .map(|id| live.as_ref().is_some_and(|l| &l.container.image_id == id)),
-        rollback_target: target.clone(),
+        rollback_target: target,
         standby,
         traffic,
         releases: releases.len(),
         disk_bytes: disk,
         last_event: events.into_iter().next(),
     };
+    Ok(report)
+}
+
+pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
+    let app = ctx.app();
+    let p = &ctx.printer;
+    let report = report(ctx).await?;
     if args.json {
         p.json(&report);
         return Ok(exit::OK);
     }
+    let live_tag = report.live.clone();
+    let recorded = report.recorded_live.clone();
+    let target = report.rollback_target.clone();
     let mut lines = vec![format!(
         "service:        {} (project {}, repository {})",
         app.service, app.project.name, app.repository
@@ -321,8 +331,8 @@ pub async fn run(ctx: &Ctx, args: &JsonArg) -> Result<u8> {
     }
     lines.push(format!(
         "releases:       {} kept, {} on disk",
-        releases.len(),
-        human_size(disk)
+        report.releases,
+        human_size(report.disk_bytes)
     ));
     if let Some(e) = &report.last_event {
         lines.push(format!(
