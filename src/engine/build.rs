@@ -129,7 +129,9 @@ async fn legacy_builder(buildkit: Option<bool>) -> bool {
 /// parent a build has just taken from its cache, and the builder then fails with
 /// "unknown parent image ID", or — when the removal lands a moment earlier — "failed to
 /// get digest sha256:…: open …/imagedb/content/sha256/…: no such file or directory". A
-/// second build finds the cache as it now is.
+/// second build finds the cache as it now is; when that one loses a step too (removals
+/// keep coming: a busy engine), the third builds without the cache, which no removal can
+/// take from under it.
 async fn run_build_retrying(
     req: &BuildRequest,
     on: &mut dyn FnMut(BuildEvent<'_>),
@@ -137,16 +139,19 @@ async fn run_build_retrying(
     tag: Option<&str>,
     iidfile: Option<&std::path::Path>,
 ) -> Result<()> {
-    match run_build(req, on, labels, tag, iidfile).await {
-        // The builder's output is the only signal: the CLI exits 1 for every failed build
-        // and gives no status code or error type to match instead.
-        Err(Error::BuildFailed { last_lines, .. })
-            if last_lines.iter().any(|l| lost_cached_image(l)) =>
-        {
-            on(BuildEvent::Retrying);
-            run_build(req, on, labels, tag, iidfile).await
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match run_build(req, on, labels, tag, iidfile, attempt == 3).await {
+            // The builder's output is the only signal: the CLI exits 1 for every failed
+            // build and gives no status code or error type to match instead.
+            Err(Error::BuildFailed { last_lines, .. })
+                if attempt < 3 && last_lines.iter().any(|l| lost_cached_image(l)) =>
+            {
+                on(BuildEvent::Retrying);
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 
@@ -166,9 +171,13 @@ async fn run_build(
     labels: &[(String, String)],
     tag: Option<&str>,
     iidfile: Option<&std::path::Path>,
+    no_cache: bool,
 ) -> Result<()> {
     let mut cmd = crate::engine::cli::command("docker");
     cmd.args(["build", "--force-rm"]);
+    if no_cache {
+        cmd.arg("--no-cache");
+    }
     if let Some(t) = tag {
         cmd.arg("--tag").arg(t);
     }
