@@ -288,6 +288,27 @@ fn service_images(manager: &Node, service: &str) -> (String, Vec<String>) {
     (spec, running)
 }
 
+/// Every node's images of `repository`: (tag, id) sets, node by node.
+fn kept_images(swarm: &Swarm, repository: &str) -> Vec<BTreeSet<String>> {
+    swarm
+        .nodes()
+        .iter()
+        .map(|n| {
+            n.docker_ok(&[
+                "image",
+                "ls",
+                "--no-trunc",
+                "--format",
+                "{{.Tag}} {{.ID}}",
+                repository,
+            ])
+            .lines()
+            .map(str::to_string)
+            .collect()
+        })
+        .collect()
+}
+
 /// `doctor --json`'s "swarm" check.
 fn swarm_check(doctor: &serde_json::Value) -> serde_json::Value {
     doctor
@@ -448,6 +469,7 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
     // A node dockmaster cannot reach: refused before anything changes, naming the node.
     configure_nodes(&fx, &[others[0]]);
     let before = spec_version(manager, &service);
+    let kept_before = kept_images(&swarm, &fx.repo);
     let out = dm_on(&fx, &swarm, &["rollback", "-y", &t3]);
     out.code(1)
         .stderr_has("may run")
@@ -460,6 +482,11 @@ fn swarm_deploy_ships_to_every_node_rolls_back_to_any_release_and_undoes_an_unhe
         "the service was not touched"
     );
     assert_eq!(service_images(manager, &service).1, vec![id1.clone(); 3]);
+    assert_eq!(
+        kept_images(&swarm, &fx.repo),
+        kept_before,
+        "no node's images changed"
+    );
     let check = swarm_check(&dm_on(&fx, &swarm, &["doctor", "--json"]).code(1).json());
     assert_eq!(check["ok"], false, "{check}");
     assert!(
@@ -617,6 +644,31 @@ fn swarm_two_operators_deploying_at_once_one_runs_and_both_see_the_same_history(
         marks[0]["known_good"], true,
         "the mark is shared too: {marks}"
     );
+
+    // Bad input on Swarm: refused with exit 2 and a hint, and nothing changes — the
+    // service's spec and every node's images stay as they were.
+    let service = format!("{}_app", fx.project);
+    let unchanged = || {
+        (
+            spec_version(swarm.manager(), &service),
+            kept_images(&swarm, &fx.repo),
+        )
+    };
+    let before = unchanged();
+    fx.push_version(Behaviour::Good);
+    dm_on(&fx, &swarm, &["deploy", "--no-pull", "--watch", "1m"])
+        .code(2)
+        .stderr_has("needs dockmaster's counting proxy")
+        .stderr_has("nothing was changed")
+        .stderr_has("hint: deploy without --watch");
+    assert_eq!(unchanged(), before, "--watch on Swarm changed nothing");
+    fx.configure("runtime = \"swarm\"\n[swarm]\nhealth_interval = \"soon\"\n");
+    dm_on(&fx, &swarm, &["deploy", "--no-pull"])
+        .code(2)
+        .stderr_has("[swarm] health_interval")
+        .stderr_has("hint: fix [swarm] health_interval");
+    assert_eq!(unchanged(), before, "a bad [swarm] value changed nothing");
+    fx.configure("runtime = \"swarm\"\n");
 
     // `status` and `logs` on the service.
     let status = dm_on(&fx, &swarm, &["status", "--json"]).ok().json();
