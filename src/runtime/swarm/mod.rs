@@ -56,6 +56,9 @@ struct GateState {
     failed_task: Option<String>,
     /// Each node's engine, by node id, as `ship` found them (None: the manager's).
     engines: HashMap<String, Option<String>>,
+    /// The order `choose` picked (`--strategy recreate`: stop-first), for the updates of
+    /// this go-live, the restore's included.
+    order: Option<Order>,
 }
 
 /// A task of the service, as the gate and `status` need it.
@@ -823,6 +826,7 @@ impl Runtime for SwarmRuntime {
             (_, Some(s)) => spec::order_for(&s.spec.unwrap_or_default()),
             (_, None) => Order::StartFirst,
         };
+        self.gate.lock().unwrap_or_else(|e| e.into_inner()).order = Some(order);
         let why = match order {
             Order::StartFirst => format!(
                 "a rolling {} update of Swarm service {}, one task at a time",
@@ -864,10 +868,7 @@ impl Runtime for SwarmRuntime {
         // Shipped already by `prepare`; again here for go-live's restore (a no-op when the
         // nodes have it).
         self.ship(target).await?;
-        let order = match self.inspect().await? {
-            Some(s) => Some(spec::order_for(&s.spec.unwrap_or_default())),
-            None => None,
-        };
+        let order = self.gate.lock().unwrap_or_else(|e| e.into_inner()).order;
         self.update(target, order).await?;
         let id = self.inspect().await?.and_then(|s| s.id).unwrap_or_default();
         Ok(Candidate {
