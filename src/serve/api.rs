@@ -153,6 +153,13 @@ mod tests {
                 "{path}"
             );
         }
+        for path in ["/api/deploy", "/api/rollback", "/api/prune", "/api/mark"] {
+            let post = &doc["paths"][path]["post"];
+            assert!(post["responses"]["403"].is_object(), "{path}");
+            assert!(post["responses"]["409"].is_object(), "{path}");
+            assert_eq!(post["security"][0]["csrf"], serde_json::json!([]), "{path}");
+        }
+        assert!(doc["paths"]["/api/jobs/{id}"]["get"].is_object());
         let named = super::openapi("dm_session_1");
         assert_eq!(
             named["components"]["securitySchemes"]["session"]["name"],
