@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod serve;
 pub mod swarm;
 
 use std::collections::BTreeSet;
