@@ -22,5 +22,7 @@ mod ship;
 mod swarm;
 
 mod serve;
+
+mod browser;
 mod swarm_lock;
 mod swarm_store;
