@@ -24,5 +24,7 @@ mod swarm;
 mod serve;
 
 mod browser;
+
+mod fuzz;
 mod swarm_lock;
 mod swarm_store;
