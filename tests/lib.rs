@@ -22,5 +22,9 @@ mod ship;
 mod swarm;
 
 mod serve;
+
+mod browser;
+
+mod fuzz;
 mod swarm_lock;
 mod swarm_store;

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod serve;
 pub mod swarm;
 
 use std::collections::BTreeSet;
