@@ -36,6 +36,44 @@ fn events(s: &Served, cookie: &str) -> usize {
         .len()
 }
 
+/// Reads the event stream at `path` until `needle` has arrived (20 s at most); returns
+/// what arrived. `poke` runs once the stream's head is in, and every second after (to
+/// make the event happen: the server may still be starting what it follows).
+fn stream_until(s: &Served, cookie: &str, path: &str, needle: &str, poke: impl Fn()) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n",
+        s.host()
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = String::new();
+    let mut poked: Option<Instant> = None;
+    let mut buf = [0u8; 4096];
+    while !got.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never came on {path}; got:\n{got}"
+        );
+        match c.read(&mut buf) {
+            Ok(0) => panic!("{path} ended before {needle:?}; got:\n{got}"),
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {} // a read timeout: look again
+        }
+        if got.contains("\r\n\r\n") && poked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+            assert!(got.contains("content-type: text/event-stream"), "{got}");
+            poke();
+            poked = Some(Instant::now());
+        }
+    }
+    got
+}
+
 fn row<'a>(page: &'a str, tag: &str) -> &'a str {
     let start = page
         .find(&format!("<tr id=\"release-{tag}\""))
@@ -123,6 +161,53 @@ fn serve_actions_roll_back_mark_prune_and_deploy_as_forms_recorded_as_web() {
             .contains("<span id=\"job-state\" class=\"state-succeeded\">succeeded</span>"),
         "{}",
         jp.body
+    );
+
+    // The job's output as server-sent events, from any line on, then its end.
+    let events = stream_until(
+        &s,
+        &cookie,
+        &format!("/jobs/{id}/events?from=0"),
+        "event: end",
+        || {},
+    );
+    assert!(
+        events.contains(&format!("data: ✓ Rolled back to {v1}")),
+        "{events}"
+    );
+    assert!(
+        events.contains(r#"data: {"exit_code":0,"state":"succeeded"}"#),
+        "{events}"
+    );
+
+    // The live release's log: the last lines on `/logs`, and new lines as events.
+    let logs = s.get("/logs", Some(&cookie));
+    assert_eq!(logs.status, 200);
+    assert!(logs.body.contains("starting release v1"), "{}", logs.body);
+    let live_id = live.id.clone();
+    stream_until(
+        &s,
+        &cookie,
+        "/events/logs",
+        "data: written-by-the-test",
+        || {
+            // Into the live container's log: what its PID 1 writes to stdout.
+            let out = std::process::Command::new("docker")
+                .args([
+                    "exec",
+                    &live_id,
+                    "sh",
+                    "-c",
+                    "echo written-by-the-test > /proc/1/fd/1",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        },
     );
 
     // Mark v2 failed from the page: its rollback button is disabled with the reason.
