@@ -19,7 +19,7 @@ pub fn run(args: &CompletionsArgs, printer: &Printer) -> u8 {
 }
 
 /// The command line as users see it: without the hidden subcommands (the proxy's internal
-/// modes), which clap keeps in the tree and clap_complete's generators list anyway. clap
+/// modes) and hidden flags, which clap keeps in the tree and clap_complete's generators list anyway. clap
 /// cannot remove a subcommand, so the root is rebuilt with the visible ones.
 pub fn public_command() -> clap::Command {
     let cli = Cli::command();
@@ -28,7 +28,8 @@ pub fn public_command() -> clap::Command {
         .about(cli.get_about().cloned().unwrap_or_default())
         .propagate_version(true)
         .subcommand_required(true)
-        .args(cli.get_arguments().cloned());
+        // Nor the hidden global flag `--actor` (what `serve` passes to its actions).
+        .args(cli.get_arguments().filter(|a| !a.is_hide_set()).cloned());
     for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
         public = public.subcommand(sub.clone());
     }
