@@ -42,6 +42,25 @@ pub struct GlobalArgs {
     /// More detail on stderr (every external command, with its status).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// (Internal) who the history and the lock record: `dockmaster serve` starts the
+    /// actions a page asks for with `--actor web`.
+    #[arg(long, global = true, value_enum, hide = true)]
+    pub actor: Option<Actor>,
+}
+
+/// Who acts, when it is not the user running dockmaster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Actor {
+    /// An action taken on the release page.
+    Web,
+}
+
+impl Actor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Actor::Web => "web",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +73,9 @@ pub enum Command {
     Releases(ReleasesArgs),
     /// Remove old releases; never the live one, the rollback target, `latest` or one in use.
     Prune(PruneArgs),
+    /// Mark a release known-good or failed (a no-tag rollback skips failed releases and
+    /// prefers known-good ones).
+    Mark(MarkArgs),
     /// What is live, its health, and whether it is what dockmaster put there.
     Status(JsonArg),
     /// The recorded deploys, rollbacks and prunes, newest first.
@@ -178,6 +200,30 @@ pub struct PruneArgs {
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MarkArgs {
+    /// The release, e.g. 2026.01.09-def4567.
+    pub tag: String,
+    /// The mark: known-good or failed.
+    #[arg(value_enum)]
+    pub mark: MarkArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MarkArg {
+    KnownGood,
+    Failed,
+}
+
+impl From<MarkArg> for crate::history::Mark {
+    fn from(m: MarkArg) -> Self {
+        match m {
+            MarkArg::KnownGood => crate::history::Mark::KnownGood,
+            MarkArg::Failed => crate::history::Mark::Failed,
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]

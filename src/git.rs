@@ -225,6 +225,22 @@ impl Checkout {
         })
     }
 
+    /// The commits in `to` that `from` lacks (`git log from..to`), newest first, as
+    /// `<short id> <subject>`, at most `max`; None when the checkout lacks either commit.
+    pub async fn commits_between(&self, from: &str, to: &str, max: usize) -> Option<Vec<String>> {
+        let out = self
+            .git(&[
+                "log",
+                &format!("--max-count={max}"),
+                "--format=%h %s",
+                &format!("{from}..{to}"),
+                "--",
+            ])
+            .await
+            .ok()?;
+        Some(out.lines().map(str::to_string).collect())
+    }
+
     pub async fn subject_of(&self, rev: &str) -> Option<String> {
         self.git(&["log", "-1", "--format=%s", rev]).await.ok()
     }

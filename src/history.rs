@@ -282,8 +282,8 @@ impl History {
                 params![
                     self.app,
                     now(),
-                    whoami::username(),
-                    whoami::fallible::hostname().unwrap_or_else(|_| "unknown".into()),
+                    crate::actor::user(),
+                    crate::actor::host(),
                     command,
                     from,
                     to

@@ -1,5 +1,6 @@
 //! dockmaster: build, release and roll back a docker compose service from a git checkout.
 
+pub mod actor;
 pub mod cli;
 pub mod commands;
 pub mod compose;
@@ -101,6 +102,9 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     interrupt::install();
+    if let Some(actor) = cli.global.actor {
+        actor::set(actor);
+    }
     let app = match (App::resolve(&cli.global), &cli.command) {
         (Ok(app), _) => app,
         // doctor checks the engine, the docker CLI, compose and the disk without an app,
@@ -131,13 +135,14 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Rollback(a) => commands::rollback::run(&ctx, a, wait).await?,
         Command::Releases(a) => commands::releases::run(&ctx, a).await?,
         Command::Prune(a) => commands::prune::run(&ctx, a, wait).await?,
+        Command::Mark(a) => commands::mark::run(&ctx, a, wait).await?,
         Command::Status(a) => commands::status::run(&ctx, a).await?,
         Command::History(a) => commands::history::run(&ctx, a).await?,
         Command::Logs(a) => commands::logs::run(&ctx, a).await?,
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await?,
         Command::Df(a) => commands::df::run(&ctx, a).await?,
         Command::Metrics => commands::metrics::run(&ctx).await?,
-        Command::Serve(a) => serve::run(ctx, a).await?,
+        Command::Serve(a) => serve::run(ctx, a, &cli.global).await?,
         Command::Proxy(_) | Command::ProxyCtl(_) | Command::Completions(_) | Command::Man => {
             unreachable!("handled above")
         }

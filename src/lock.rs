@@ -132,8 +132,8 @@ impl Holder {
     pub fn this_process(command: &str) -> Holder {
         Holder {
             pid: std::process::id(),
-            user: whoami::username(),
-            host: whoami::fallible::hostname().unwrap_or_else(|_| "unknown".into()),
+            user: crate::actor::user(),
+            host: crate::actor::host(),
             since: jiff::Timestamp::now()
                 .round(jiff::Unit::Second)
                 .unwrap_or(jiff::Timestamp::now())
@@ -226,6 +226,30 @@ impl Lock {
         self.cluster = Some(cluster);
         self.taken_over = taken_over;
         self
+    }
+
+    /// Who holds the app's lock right now, as the refusal a second operation would get
+    /// (None: it is free). `dockmaster serve` asks before it starts an action, so that a
+    /// page can say who is at work instead of starting a command that would be refused.
+    /// Like [`Lock::is_free`], the probe holds the lock for an instant when it is free.
+    pub fn held(state_dir: &Path, app: &str) -> Option<Error> {
+        let path = state_dir.join(format!("{app}.lock"));
+        let mut f = File::options().read(true).write(true).open(&path).ok()?;
+        match f.try_lock() {
+            Ok(()) => {
+                let _ = f.unlock();
+                None
+            }
+            Err(_) => {
+                let mut text = String::new();
+                let _ = f.read_to_string(&mut text);
+                Some(Error::Held {
+                    app: app.to_string(),
+                    holder: serde_json::from_str::<Holder>(&text).ok().map(Box::new),
+                    waited: None,
+                })
+            }
+        }
     }
 
     /// Is the app's lock free right now? (Used to tell a crashed run from a running one.)

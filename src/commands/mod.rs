@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod history;
 pub mod logs;
 pub mod man;
+pub mod mark;
 pub mod metrics;
 mod progress;
 pub mod prune;

@@ -9,7 +9,7 @@ use crate::history::Mark;
 use crate::runtime::Runtime;
 
 /// One release as `releases --json` prints it (and `/api/releases` serves it).
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Row {
     pub tag: String,
     pub commit: String,

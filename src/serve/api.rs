@@ -3,6 +3,9 @@
 //! describes them.
 
 use crate::commands::Ctx;
+use crate::commands::prune::Rules;
+
+use super::actions::{self, Action, Refusal};
 
 const OPENAPI: &str = include_str!("openapi.json");
 
@@ -20,7 +23,7 @@ pub fn openapi(cookie: &str) -> serde_json::Value {
 /// A route's answer: the JSON text, or an error for `{"error": …}` with its status.
 pub type Answer = Result<String, (u16, String)>;
 
-fn encode<T: serde::Serialize>(v: &T) -> Answer {
+pub fn encode<T: serde::Serialize>(v: &T) -> Answer {
     serde_json::to_string_pretty(v).map_err(|e| (500, format!("cannot encode JSON: {e}")))
 }
 
@@ -48,6 +51,90 @@ pub async fn history(ctx: &Ctx, limit: Option<usize>) -> Answer {
     )
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Nothing {}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    release: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneBody {
+    keep: Option<u64>,
+    older_than: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkBody {
+    release: String,
+    mark: String,
+}
+
+fn body<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Refusal> {
+    // No body at all is an empty object (a deploy needs nothing).
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| Refusal::bad(format!("refused: the JSON body does not fit: {e}")))
+}
+
+/// An action route's JSON body as an [`Action`] (`name`: deploy, rollback, prune, mark).
+pub fn action(name: &str, bytes: &[u8], ctx: &Ctx) -> Result<Action, Refusal> {
+    let pair = |k: &str, v: String| (k.to_string(), v);
+    match name {
+        "deploy" => body::<Nothing>(bytes).map(|_| Action::Deploy),
+        "rollback" => {
+            let b: RollbackBody = body(bytes)?;
+            Action::rollback(&[pair("release", b.release)])
+        }
+        "prune" => {
+            let b: PruneBody = body(bytes)?;
+            let mut fields = vec![];
+            if let Some(k) = b.keep {
+                fields.push(pair("keep", k.to_string()));
+            }
+            if let Some(o) = b.older_than {
+                fields.push(pair("older_than", o));
+            }
+            Ok(Action::Prune {
+                rules: actions::prune_rules(ctx, &fields)?,
+                dry_run: b.dry_run,
+            })
+        }
+        _ => {
+            let b: MarkBody = body(bytes)?;
+            Action::mark(&[pair("release", b.release), pair("mark", b.mark)])
+        }
+    }
+}
+
+/// `POST /api/prune` with `dry_run`: what would go and what stays, and why.
+pub async fn prune_plan(ctx: &Ctx, rules: Rules) -> Answer {
+    let (decisions, usage) = crate::commands::prune::plan(ctx, rules)
+        .await
+        .map_err(failed)?;
+    let estimated_bytes = crate::commands::prune::estimate(&decisions, &usage);
+    let (removed, kept): (Vec<_>, Vec<_>) = decisions.into_iter().partition(|d| d.remove);
+    encode(&serde_json::json!({
+        "dry_run": true,
+        "keep": rules.keep,
+        "older_than_seconds": rules.older_than.map(|d| d.as_secs()),
+        "removed": removed,
+        "kept": kept,
+        "estimated_bytes": estimated_bytes,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -66,6 +153,13 @@ mod tests {
                 "{path}"
             );
         }
+        for path in ["/api/deploy", "/api/rollback", "/api/prune", "/api/mark"] {
+            let post = &doc["paths"][path]["post"];
+            assert!(post["responses"]["403"].is_object(), "{path}");
+            assert!(post["responses"]["409"].is_object(), "{path}");
+            assert_eq!(post["security"][0]["csrf"], serde_json::json!([]), "{path}");
+        }
+        assert!(doc["paths"]["/api/jobs/{id}"]["get"].is_object());
         let named = super::openapi("dm_session_1");
         assert_eq!(
             named["components"]["securitySchemes"]["session"]["name"],

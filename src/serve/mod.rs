@@ -8,9 +8,12 @@
 //! before it may change anything. The policy is in `security` (pure, unit-tested); this
 //! file only wires it to HTTP.
 
+pub mod actions;
 pub mod api;
+pub mod jobs;
 pub mod pages;
 pub mod security;
+mod sse;
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -19,18 +22,20 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::cli::ServeArgs;
+use crate::cli::{GlobalArgs, ServeArgs};
 use crate::commands::Ctx;
 use crate::error::{Error, exit};
 use security::{HostAllowlist, LoginLimiter, Session, Sessions};
 
-type Resp = Response<Full<Bytes>>;
+type Body = BoxBody<Bytes, Infallible>;
+type Resp = Response<Body>;
 
 /// A POST body larger than this is refused (forms here carry a token and a few fields).
 const MAX_BODY: usize = 16 * 1024;
@@ -38,31 +43,91 @@ const MAX_BODY: usize = 16 * 1024;
 /// A client that sends no complete request head within this is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a path serves. Actions (deploy, rollback, prune, marks) arrive as more POST routes.
+/// The page's script, shipped in the binary.
+const APP_JS: &str = include_str!("app.js");
+
+/// What a path serves. Only POST routes may change anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Status,
     Releases,
     History,
+    Logs,
+    /// The rollback confirm page (`?release=TAG`).
+    ConfirmRollback,
+    /// The prune dry run (`?keep=N&older_than=DUR` to try other rules).
+    PrunePlan,
+    Job(u64),
+    JobEvents(u64),
+    StatusEvents,
+    LogEvents,
+    Script,
     ApiStatus,
     ApiReleases,
     ApiHistory,
+    ApiJob(u64),
     OpenApi,
     Logout,
+    Deploy,
+    Rollback,
+    Prune,
+    Mark,
+    ApiDeploy,
+    ApiRollback,
+    ApiPrune,
+    ApiMark,
 }
 
-/// Every route but `/login`, which comes before the session check. Only POST routes may
-/// change anything.
-const ROUTES: &[(&str, Method, Route)] = &[
-    ("/", Method::GET, Route::Status),
-    ("/releases", Method::GET, Route::Releases),
-    ("/history", Method::GET, Route::History),
-    ("/api/status", Method::GET, Route::ApiStatus),
-    ("/api/releases", Method::GET, Route::ApiReleases),
-    ("/api/history", Method::GET, Route::ApiHistory),
-    ("/api/openapi.json", Method::GET, Route::OpenApi),
-    ("/logout", Method::POST, Route::Logout),
-];
+/// Every route but `/login`, which comes before the session check: (method, route).
+fn route(path: &str) -> Option<(Method, Route)> {
+    use Route::*;
+    let get = |r| Some((Method::GET, r));
+    let post = |r| Some((Method::POST, r));
+    match path {
+        "/" => get(Status),
+        "/releases" => get(Releases),
+        "/history" => get(History),
+        "/logs" => get(Logs),
+        "/rollback" => None, // GET and POST: see `handle`
+        "/prune" => None,
+        "/events/status" => get(StatusEvents),
+        "/events/logs" => get(LogEvents),
+        "/static/app.js" => get(Script),
+        "/api/status" => get(ApiStatus),
+        "/api/releases" => get(ApiReleases),
+        "/api/history" => get(ApiHistory),
+        "/api/openapi.json" => get(OpenApi),
+        "/logout" => post(Logout),
+        "/deploy" => post(Deploy),
+        "/mark" => post(Mark),
+        "/api/deploy" => post(ApiDeploy),
+        "/api/rollback" => post(ApiRollback),
+        "/api/prune" => post(ApiPrune),
+        "/api/mark" => post(ApiMark),
+        _ => {
+            if let Some(rest) = path.strip_prefix("/api/jobs/") {
+                return rest.parse().ok().map(|id| (Method::GET, ApiJob(id)));
+            }
+            let rest = path.strip_prefix("/jobs/")?;
+            match rest.split_once('/') {
+                None => rest.parse().ok().map(|id| (Method::GET, Job(id))),
+                Some((id, "events")) => id.parse().ok().map(|id| (Method::GET, JobEvents(id))),
+                Some(_) => None,
+            }
+        }
+    }
+}
+
+/// Routes that answer both GET (a page that changes nothing) and POST (the action).
+fn two_way(path: &str, method: &Method) -> Option<Route> {
+    match (path, *method == Method::POST) {
+        ("/rollback", false) => Some(Route::ConfirmRollback),
+        ("/rollback", true) => Some(Route::Rollback),
+        ("/prune", false) => Some(Route::PrunePlan),
+        ("/prune", true) => Some(Route::Prune),
+        _ => None,
+    }
+}
 
 struct Server {
     ctx: Ctx,
@@ -73,6 +138,8 @@ struct Server {
     cookie: String,
     /// What the pages call the app.
     app_name: String,
+    launcher: jobs::Launcher,
+    jobs: Rc<RefCell<jobs::Jobs>>,
     state: RefCell<State>,
 }
 
@@ -83,12 +150,14 @@ struct State {
 }
 
 /// Serve until Ctrl-C or SIGTERM.
-pub async fn run(ctx: Ctx, args: &ServeArgs) -> anyhow::Result<u8> {
+pub async fn run(ctx: Ctx, args: &ServeArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
     let token = security::load_or_create_token(&ctx.app().state_dir).map_err(|e| {
         Error::failed(e.to_string()).hint(
             "make the state directory writable by this user, or pick another with --state-dir",
         )
     })?;
+    let launcher = jobs::Launcher::new(global)
+        .map_err(|e| Error::failed(format!("cannot find dockmaster's own program: {e}")))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {
@@ -116,6 +185,8 @@ pub async fn run(ctx: Ctx, args: &ServeArgs) -> anyhow::Result<u8> {
         app_name,
         token,
         ctx,
+        launcher,
+        jobs: Rc::default(),
         state: RefCell::new(State::default()),
     });
     let local = tokio::task::LocalSet::new();
@@ -147,6 +218,7 @@ pub async fn run(ctx: Ctx, args: &ServeArgs) -> anyhow::Result<u8> {
                         .await;
                 });
             }
+            server.finish_running_job().await;
         })
         .await;
     printer.ok("Stopped serving");
@@ -154,7 +226,7 @@ pub async fn run(ctx: Ctx, args: &ServeArgs) -> anyhow::Result<u8> {
 }
 
 impl Server {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    async fn handle(self: &Rc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         let host = header_str(&req, header::HOST)
             .unwrap_or_default()
             .to_string();
@@ -187,77 +259,165 @@ impl Server {
                 redirect("/login")
             };
         };
-        let Some((_, method, route)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
-            return if api {
-                json_error(
-                    StatusCode::NOT_FOUND,
-                    "no such route; see /api/openapi.json",
-                )
-            } else {
-                self.page(
-                    StatusCode::NOT_FOUND,
-                    "Not found",
-                    &session,
-                    "No such page.",
-                )
-            };
+        let route = match two_way(&path, req.method()) {
+            Some(r) => r,
+            None => match route(&path) {
+                Some((method, route)) if *req.method() == method => route,
+                Some((method, _)) => return not_allowed(method.as_str()),
+                None if api => {
+                    return json_error(
+                        StatusCode::NOT_FOUND,
+                        "no such route; see /api/openapi.json",
+                    );
+                }
+                None => {
+                    return self.page(
+                        StatusCode::NOT_FOUND,
+                        "Not found",
+                        &session,
+                        "No such page.",
+                    );
+                }
+            },
         };
-        if req.method() != method {
-            return not_allowed(method.as_str());
+        if !matches!(req.method(), &Method::GET | &Method::POST) {
+            return not_allowed("GET, POST");
         }
+        let query = req.uri().query().map(str::to_string);
+        let query = query.as_deref();
         let ctx = &self.ctx;
-        let name = &self.app_name;
-        let csrf = Some(session.csrf.as_str());
+        let csrf = session.csrf.as_str();
+        use Route as R;
         match route {
-            Route::Status => match crate::commands::status::report(ctx).await {
-                Ok(r) => html(
-                    StatusCode::OK,
-                    pages::layout("Status", name, pages::Tab::Status, csrf, &pages::status(&r)),
+            R::Status => match crate::commands::status::report(ctx).await {
+                Ok(r) => self.html_page(
+                    "Status",
+                    pages::Tab::Status,
+                    csrf,
+                    &pages::status_page(&r, self.running().as_ref(), csrf),
                 ),
                 Err(e) => self.failed(&session, e),
             },
-            Route::Releases => match crate::commands::releases::report(ctx).await {
-                Ok(r) => html(
-                    StatusCode::OK,
-                    pages::layout(
-                        "Releases",
-                        name,
-                        pages::Tab::Releases,
-                        csrf,
-                        &pages::releases(&r),
-                    ),
+            R::Releases => match actions::releases_view(ctx).await {
+                Ok((rows, missing)) => self.html_page(
+                    "Releases",
+                    pages::Tab::Releases,
+                    csrf,
+                    &pages::releases(&rows, &missing, csrf),
                 ),
                 Err(e) => self.failed(&session, e),
             },
-            Route::History => match limit(req.uri().query()) {
+            R::History => match limit(query) {
                 Err(e) => self.page(StatusCode::BAD_REQUEST, "Bad request", &session, &e),
                 Ok(limit) => match crate::commands::history::report(ctx, limit).await {
-                    Ok(r) => html(
-                        StatusCode::OK,
-                        pages::layout(
-                            "History",
-                            name,
-                            pages::Tab::History,
-                            csrf,
-                            &pages::history(&r),
-                        ),
-                    ),
+                    Ok(r) => {
+                        self.html_page("History", pages::Tab::History, csrf, &pages::history(&r))
+                    }
                     Err(e) => self.failed(&session, e),
                 },
             },
-            Route::ApiStatus => json_answer(api::status(ctx).await),
-            Route::ApiReleases => json_answer(api::releases(ctx).await),
-            Route::ApiHistory => match limit(req.uri().query()) {
+            R::Logs => {
+                let lines = sse::last_log_lines(&self.launcher, 200).await;
+                self.html_page("Logs", pages::Tab::Logs, csrf, &pages::logs(&lines))
+            }
+            R::ConfirmRollback => {
+                let release = param(query, "release").unwrap_or_default();
+                match actions::confirm(ctx, &release).await {
+                    Ok(body) => self.html_page(
+                        &format!("Roll back to {release}?"),
+                        pages::Tab::Releases,
+                        csrf,
+                        &pages::confirm_rollback(&body.view(), csrf),
+                    ),
+                    Err(r) => self.page(r.status, "Cannot roll back", &session, &r.message),
+                }
+            }
+            R::PrunePlan => {
+                let fields = form_pairs(query.unwrap_or_default());
+                match actions::prune_rules(ctx, &fields) {
+                    Err(r) => self.page(r.status, "Bad request", &session, &r.message),
+                    Ok(rules) => match crate::commands::prune::plan(ctx, rules.rules).await {
+                        Ok((decisions, usage)) => self.html_page(
+                            "Prune",
+                            pages::Tab::Releases,
+                            csrf,
+                            &pages::prune_plan(
+                                &decisions,
+                                rules.rules.keep,
+                                rules.older_than.as_deref(),
+                                crate::commands::prune::estimate(&decisions, &usage),
+                                csrf,
+                            ),
+                        ),
+                        Err(e) => self.failed(&session, e),
+                    },
+                }
+            }
+            R::Job(id) => match self.jobs.borrow().get(id) {
+                Some((job, _)) => {
+                    let j = job.borrow();
+                    // Without scripts, the page reloads itself while the job runs.
+                    let head = if j.state == jobs::State::Running {
+                        "<noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>"
+                    } else {
+                        ""
+                    };
+                    html(
+                        StatusCode::OK,
+                        pages::layout_with(
+                            &format!("{} #{}", j.command, j.id),
+                            &self.app_name,
+                            pages::Tab::None,
+                            Some(csrf),
+                            head,
+                            &pages::job(&j),
+                        ),
+                    )
+                }
+                None => self.page(
+                    StatusCode::NOT_FOUND,
+                    "No such job",
+                    &session,
+                    "This server has no such job (it keeps the last 20 since it started); the History page has every operation.",
+                ),
+            },
+            R::JobEvents(id) => {
+                let from = param(query, "from")
+                    .or_else(|| header_str(&req, HeaderName::from_static("last-event-id")).map(|s| {
+                        // The last id seen: go on after it.
+                        s.parse::<usize>().map_or(0, |n| n + 1).to_string()
+                    }))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                match self.jobs.borrow().get(id) {
+                    Some((job, changed)) => sse::job_events(job, changed, from),
+                    None => json_error(StatusCode::NOT_FOUND, "no such job"),
+                }
+            }
+            R::StatusEvents => sse::status_events(self.clone()),
+            R::LogEvents => sse::log_events(&self.launcher),
+            R::Script => respond(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                full(APP_JS),
+            ),
+            R::ApiStatus => json_answer(api::status(ctx).await),
+            R::ApiReleases => json_answer(api::releases(ctx).await),
+            R::ApiHistory => match limit(query) {
                 Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
                 Ok(limit) => json_answer(api::history(ctx, limit).await),
             },
-            Route::OpenApi => json_answer(
+            R::ApiJob(id) => match self.jobs.borrow().get(id) {
+                Some((job, _)) => json_answer(api::encode(&*job.borrow())),
+                None => json_error(StatusCode::NOT_FOUND, "no such job"),
+            },
+            R::OpenApi => json_answer(
                 serde_json::to_string_pretty(&api::openapi(&self.cookie))
                     .map_err(|e| (500, e.to_string())),
             ),
-            Route::Logout => match self.checked_post(req, &session, &host).await {
+            R::Logout => match self.checked_post(req, &session, &host).await {
                 Err(resp) => resp,
-                Ok(_form) => {
+                Ok(_) => {
                     self.state.borrow_mut().sessions.remove(&sid);
                     let mut resp = redirect("/login");
                     set_header(
@@ -271,7 +431,140 @@ impl Server {
                     resp
                 }
             },
+            R::Deploy | R::Rollback | R::Prune | R::Mark => {
+                let body = match self.checked_post(req, &session, &host).await {
+                    Err(resp) => return resp,
+                    Ok(b) => b,
+                };
+                let fields = form_pairs(&String::from_utf8_lossy(&body));
+                let action = match route {
+                    R::Deploy => Ok(actions::Action::Deploy),
+                    R::Rollback => actions::Action::rollback(&fields),
+                    R::Prune => actions::Action::prune(ctx, &fields),
+                    _ => actions::Action::mark(&fields),
+                };
+                match self.start(action).await {
+                    Ok(job) => redirect_to(&format!("/jobs/{}", job.borrow().id)),
+                    Err(r) => self.page(r.status, "Refused", &session, &r.message),
+                }
+            }
+            R::ApiDeploy | R::ApiRollback | R::ApiPrune | R::ApiMark => {
+                let body = match self.checked_post(req, &session, &host).await {
+                    Err(resp) => return resp,
+                    Ok(b) => b,
+                };
+                let action = match api::action(route_name(route), &body, ctx) {
+                    Ok(a) => a,
+                    Err(r) => return refusal_json(&r),
+                };
+                if let actions::Action::Prune {
+                    rules,
+                    dry_run: true,
+                    ..
+                } = &action
+                {
+                    return json_answer(api::prune_plan(ctx, rules.rules).await);
+                }
+                match self.start(Ok(action)).await {
+                    Ok(job) => {
+                        let id = job.borrow().id;
+                        let mut resp = respond(
+                            StatusCode::ACCEPTED,
+                            "application/json",
+                            full(
+                                serde_json::json!({ "job": &*job.borrow() }).to_string() + "\n",
+                            ),
+                        );
+                        set_header(&mut resp, header::LOCATION, &format!("/api/jobs/{id}"));
+                        resp
+                    }
+                    Err(r) => refusal_json(&r),
+                }
+            }
         }
+    }
+
+    /// Check an action and start it as a job, unless something says no first: a job of
+    /// this server still running, the lock held by someone else, or bad input.
+    async fn start(
+        &self,
+        action: Result<actions::Action, actions::Refusal>,
+    ) -> Result<jobs::Shared, actions::Refusal> {
+        let action = action?;
+        if let Some(job) = self.jobs.borrow().running() {
+            let j = job.borrow();
+            return Err(actions::Refusal::busy(format!(
+                "refused: this page's {} (job #{}) is still running; nothing was started",
+                j.command, j.id
+            )));
+        }
+        let app = self.ctx.app();
+        if let Some(held) = crate::lock::Lock::held(&app.state_dir, &app.id()) {
+            return Err(actions::Refusal::locked(&held));
+        }
+        let args = actions::checked(&self.ctx, action).await?;
+        tracing::info!(?args, "starting an action from the page");
+        jobs::start(&self.jobs, &self.launcher, args).map_err(|e| actions::Refusal {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("cannot start dockmaster: {e}"),
+            holder: None,
+        })
+    }
+
+    /// What runs now: a job of this server, else whoever holds the lock.
+    fn running(&self) -> Option<pages::Running> {
+        if let Some(job) = self.jobs.borrow().running() {
+            let j = job.borrow();
+            return Some(pages::Running::Job {
+                id: j.id,
+                command: j.command.clone(),
+            });
+        }
+        let app = self.ctx.app();
+        crate::lock::Lock::held(&app.state_dir, &app.id()).map(|e| {
+            pages::Running::Lock(match &e {
+                crate::lock::Error::Held {
+                    holder: Some(h), ..
+                } => format!(
+                    "`dockmaster {}` by {}@{} (pid {}) since {}",
+                    h.command, h.user, h.host, h.pid, h.since
+                ),
+                _ => "another dockmaster process holds the lock".into(),
+            })
+        })
+    }
+
+    /// On the way out: a job that still runs is asked to stop as Ctrl-C asks the CLI (it
+    /// leaves the service on the old release or the new healthy one), and waited for.
+    async fn finish_running_job(&self) {
+        let Some(job) = self.jobs.borrow().running() else {
+            return;
+        };
+        let (id, command) = {
+            let j = job.borrow();
+            (j.id, j.command.clone())
+        };
+        if let Some(pid) = self.jobs.borrow().running_pid() {
+            self.ctx.printer.warn(&format!(
+                "stopping the page's {command} (job #{id}) first, as Ctrl-C stops it"
+            ));
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::INT);
+            }
+        }
+        while job.borrow().state == jobs::State::Running {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for line in job.borrow().output.iter().rev().take(3).rev() {
+            self.ctx.printer.info(line);
+        }
+    }
+
+    fn html_page(&self, title: &str, tab: pages::Tab, csrf: &str, body: &str) -> Resp {
+        html(
+            StatusCode::OK,
+            pages::layout(title, &self.app_name, tab, Some(csrf), body),
+        )
     }
 
     /// `GET /login?token=…`: the token for a session cookie, then to `/`. Without a token,
@@ -344,18 +637,20 @@ impl Server {
         Some((id, session))
     }
 
-    /// A POST's form fields, once it has passed the same-origin and CSRF checks (the CSRF
-    /// token as the form field `csrf`, or the header `X-CSRF-Token`); else the refusal.
+    /// A POST's body, once it has passed the same-origin and CSRF checks (the CSRF token
+    /// as the form field `csrf`, or the header `X-CSRF-Token`); else the refusal.
     async fn checked_post(
         &self,
         req: Request<Incoming>,
         session: &Session,
         host: &str,
-    ) -> Result<Vec<(String, String)>, Resp> {
+    ) -> Result<Bytes, Resp> {
         let api = req.uri().path().starts_with("/api/");
         let origin = header_str(&req, header::ORIGIN).map(str::to_string);
         let header_csrf =
             header_str(&req, HeaderName::from_static("x-csrf-token")).map(str::to_string);
+        let form_body = header_str(&req, header::CONTENT_TYPE)
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
@@ -365,14 +660,18 @@ impl Server {
                 ));
             }
         };
-        let form = form_pairs(&String::from_utf8_lossy(&body));
-        let sent = form
-            .iter()
-            .find(|(k, _)| k == "csrf")
-            .map(|(_, v)| v.clone())
+        // The form field counts only in a form: a JSON body's text is not a form.
+        let sent = form_body
+            .then(|| {
+                form_pairs(&String::from_utf8_lossy(&body))
+                    .into_iter()
+                    .find(|(k, _)| k == "csrf")
+                    .map(|(_, v)| v)
+            })
+            .flatten()
             .or(header_csrf);
         match security::check_post(session, sent.as_deref(), origin.as_deref(), host) {
-            Ok(()) => Ok(form),
+            Ok(()) => Ok(body),
             Err(refusal) => {
                 tracing::warn!(?refusal, "POST refused");
                 Err(if api {
@@ -401,6 +700,24 @@ impl Server {
     }
 }
 
+/// The API route's action name.
+fn route_name(r: Route) -> &'static str {
+    match r {
+        Route::ApiDeploy => "deploy",
+        Route::ApiRollback => "rollback",
+        Route::ApiPrune => "prune",
+        _ => "mark",
+    }
+}
+
+fn refusal_json(r: &actions::Refusal) -> Resp {
+    let mut v = serde_json::json!({ "error": r.message });
+    if let Some(h) = &r.holder {
+        v["holder"] = serde_json::to_value(h).unwrap_or_default();
+    }
+    respond(r.status, "application/json", full(v.to_string() + "\n"))
+}
+
 fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -411,11 +728,15 @@ fn set_header(resp: &mut Resp, name: HeaderName, value: &str) {
     }
 }
 
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
 /// Every response: never cached (pages show live state and the CSRF token), never framed,
 /// never sniffed, no referrer (the login URL holds the token), and nothing loaded from
-/// anywhere (inline CSS only; no script at all yet).
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    let mut resp = Response::new(Full::new(body.into()));
+/// anywhere else: inline CSS, and scripts and event streams from this origin only.
+fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Resp {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -432,23 +753,23 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     resp
 }
 
 fn html(status: StatusCode, body: String) -> Resp {
-    respond(status, "text/html; charset=utf-8", body)
+    respond(status, "text/html; charset=utf-8", full(body))
 }
 
 fn text(status: StatusCode, body: &str) -> Resp {
-    respond(status, "text/plain; charset=utf-8", body.to_string())
+    respond(status, "text/plain; charset=utf-8", full(body.to_string()))
 }
 
 fn json_answer(answer: api::Answer) -> Resp {
     match answer {
-        Ok(body) => respond(StatusCode::OK, "application/json", body + "\n"),
+        Ok(body) => respond(StatusCode::OK, "application/json", full(body + "\n")),
         Err((code, e)) => json_error(
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &e,
@@ -460,14 +781,17 @@ fn json_error(status: StatusCode, error: &str) -> Resp {
     respond(
         status,
         "application/json",
-        serde_json::json!({ "error": error }).to_string() + "\n",
+        full(serde_json::json!({ "error": error }).to_string() + "\n"),
     )
 }
 
 fn redirect(to: &'static str) -> Resp {
-    let mut resp = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
-    resp.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static(to));
+    redirect_to(to)
+}
+
+fn redirect_to(to: &str) -> Resp {
+    let mut resp = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", full(""));
+    set_header(&mut resp, header::LOCATION, to);
     resp
 }
 
@@ -488,7 +812,7 @@ fn limit(query: Option<&str>) -> Result<Option<usize>, String> {
     }
 }
 
-fn param(query: Option<&str>, name: &str) -> Option<String> {
+pub(crate) fn param(query: Option<&str>, name: &str) -> Option<String> {
     form_pairs(query?)
         .into_iter()
         .find(|(k, _)| k == name)
@@ -496,7 +820,7 @@ fn param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// `application/x-www-form-urlencoded` (a query string or a form body) as pairs.
-fn form_pairs(s: &str) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(s: &str) -> Vec<(String, String)> {
     s.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
