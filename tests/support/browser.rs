@@ -143,6 +143,9 @@ impl Browser {
                     "--disable-component-update",
                     "--disable-background-networking",
                     "--no-first-run",
+                    // Phones overlay their scrollbars: screenshots at phone width show the
+                    // whole layout width.
+                    "--hide-scrollbars",
                     format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
