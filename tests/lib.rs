@@ -22,6 +22,7 @@ mod ship;
 mod swarm;
 
 mod serve;
+mod serve_actions;
 
 mod browser;
 

@@ -75,7 +75,7 @@ fn serve_token_login_host_allowlist_csrf_and_login_rate_limit() {
     assert!(set.contains("HttpOnly"), "{set}");
     assert!(set.contains("SameSite=Strict"), "{set}");
     assert!(set.contains("Path=/"), "{set}");
-    assert_eq!(r.header("Referrer-Policy"), Some("no-referrer"));
+    assert_eq!(r.header("Referrer-Policy"), Some("same-origin"));
     let cookie = set.split(';').next().unwrap().to_string();
     assert!(!cookie.contains(&s.token), "the session is not the token");
     let page = s.get("/", Some(&cookie));
@@ -279,8 +279,8 @@ fn serve_pages_and_api_show_what_the_cli_says() {
         "{body}"
     );
 
-    // `/releases`: every release with its marks; every rollback button disabled with its
-    // reason.
+    // `/releases`: every release with its marks; a rollback link to the confirm page, or a
+    // disabled button with its reason.
     let page = s.get("/releases", Some(&cookie));
     assert_eq!(page.status, 200);
     let row = |tag: &str| -> String {
@@ -298,9 +298,10 @@ fn serve_pages_and_api_show_what_the_cli_says() {
     assert!(r2.contains("disabled title=\"marked failed\""), "{r2}");
     assert!(r1.contains("previous") && r1.contains("known-good"), "{r1}");
     assert!(
-        r1.contains("disabled title=\"rollback from the page comes next\""),
+        r1.contains(&format!("href=\"/rollback?release={v1}\"")),
         "{r1}"
     );
+    assert!(!r3.contains("href=\"/rollback") && !r2.contains("href=\"/rollback"));
     assert!(r1.contains("v1"), "the commit subject: {r1}");
     assert!(page.body.find(&v3) < page.body.find(&v1), "newest first");
 

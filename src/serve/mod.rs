@@ -733,7 +733,7 @@ fn full(body: impl Into<Bytes>) -> Body {
 }
 
 /// Every response: never cached (pages show live state and the CSRF token), never framed,
-/// never sniffed, no referrer (the login URL holds the token), and nothing loaded from
+/// never sniffed, no referrer to other sites (the login URL holds the token), nothing from
 /// anywhere else: inline CSS, and scripts and event streams from this origin only.
 fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Resp {
     let mut resp = Response::new(body);
@@ -747,7 +747,10 @@ fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Resp {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Never to another site (the login URL holds the token). Not `no-referrer`: with
+        // it, browsers send `Origin: null` on the page's own form POSTs, and the same-origin
+        // check must see the real origin.
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(

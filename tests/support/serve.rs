@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::Fixture;
 
-/// A running `dockmaster serve`, killed on drop.
+/// A running `dockmaster serve`, stopped on drop as a user stops it (SIGTERM: a job still
+/// running is interrupted and waited for, so no orphan command outlives the test), killed
+/// if it has not ended within two minutes.
 pub struct Served {
     pub child: Child,
     pub port: u16,
@@ -19,6 +21,16 @@ pub struct Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -106,8 +118,14 @@ pub fn request(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     if method == "POST" {
+        // A JSON body for the API, else a form.
+        let kind = if body.starts_with('{') {
+            "application/json"
+        } else {
+            "application/x-www-form-urlencoded"
+        };
         req.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            "Content-Type: {kind}\r\nContent-Length: {}\r\n",
             body.len()
         ));
     }
@@ -161,6 +179,64 @@ impl Served {
             headers.push(("Cookie", c.as_str()));
         }
         request(self.port, "GET", path, &self.host(), &headers, "")
+    }
+
+    /// A same-origin form POST with the session's CSRF token.
+    pub fn post_form(
+        &self,
+        path: &str,
+        cookie: &str,
+        csrf: &str,
+        fields: &[(&str, &str)],
+    ) -> Reply {
+        let mut body = format!("csrf={csrf}");
+        for (k, v) in fields {
+            body.push_str(&format!("&{k}={v}"));
+        }
+        let origin = self.origin();
+        request(
+            self.port,
+            "POST",
+            path,
+            &self.host(),
+            &[("Cookie", cookie), ("Origin", &origin)],
+            &body,
+        )
+    }
+
+    /// A same-origin JSON POST to the API with the CSRF header.
+    pub fn post_json(&self, path: &str, cookie: &str, csrf: &str, json: &str) -> Reply {
+        let origin = self.origin();
+        request(
+            self.port,
+            "POST",
+            path,
+            &self.host(),
+            &[
+                ("Cookie", cookie),
+                ("Origin", &origin),
+                ("X-CSRF-Token", csrf),
+            ],
+            json,
+        )
+    }
+
+    /// Waits (bounded) for job `id` to end; returns it (`/api/jobs/{id}`).
+    pub fn wait_job(&self, cookie: &str, id: u64) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let r = self.get(&format!("/api/jobs/{id}"), Some(cookie));
+            assert_eq!(r.status, 200, "{r:?}");
+            let job = r.json();
+            if job["state"] != "running" {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} still running after 180 s: {job}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Logs in; returns the cookie (`name=value`).
