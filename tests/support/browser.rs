@@ -143,6 +143,9 @@ impl Browser {
                     "--disable-component-update",
                     "--disable-background-networking",
                     "--no-first-run",
+                    // Phones overlay their scrollbars: screenshots at phone width show the
+                    // whole layout width.
+                    "--hide-scrollbars",
                     format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
@@ -220,24 +223,30 @@ impl Browser {
         }
     }
 
-    /// The current URL and the page's source (trimmed), for failure messages.
+    /// The current URL, the page's text and its source (trimmed), for failure messages.
     pub fn whereabouts(&self) -> String {
         let url = self
             .run("current url", self.client().current_url())
             .map(|u| u.to_string())
             .unwrap_or_else(|e| e);
-        let mut source = self
+        let text = self
+            .run(
+                "page text",
+                self.client().execute(
+                    "return document.body ? document.body.innerText : ''",
+                    vec![],
+                ),
+            )
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|e| e);
+        let source = self
             .run("page source", self.client().source())
             .unwrap_or_else(|e| e);
-        if source.len() > 8000 {
-            let mut cut = 8000;
-            while !source.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            source.truncate(cut);
-            source.push_str("\n[… cut]");
-        }
-        format!("browser at {url}; the page:\n{source}")
+        format!(
+            "browser at {url}; the page says:\n{}\n--- its source:\n{}",
+            cut(&text, 4000),
+            cut(&source, 8000)
+        )
     }
 
     /// chromedriver's output so far.
@@ -376,6 +385,30 @@ impl Browser {
         }
     }
 
+    /// Polls (every 200 ms, `timeout` at most) until the current URL's path starts with
+    /// `prefix`; returns the path. Fails the test with the page it is on instead.
+    #[track_caller]
+    pub fn wait_for_path(&self, prefix: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let path = self
+                .run("current url", self.client().current_url())
+                .map(|u| u.path().to_string());
+            if let Ok(path) = path
+                && path.starts_with(prefix)
+            {
+                return path;
+            }
+            if start.elapsed() >= timeout {
+                panic!(
+                    "waited {timeout:?} for a page under {prefix}\n{}",
+                    self.whereabouts()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Sets the window so that the page's viewport (`innerWidth` × `innerHeight`) is
     /// `width` × `height` CSS pixels, which is what media queries see.
     #[track_caller]
@@ -421,6 +454,18 @@ impl Drop for Browser {
         }
         kill_group(&mut self.driver);
     }
+}
+
+/// At most `max` bytes of `s` (on a character boundary), marked when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{}\n[… cut]", &s[..at])
 }
 
 /// Kills chromedriver's process group (chromedriver and the Chromium it started), then
