@@ -48,31 +48,28 @@ fn schemathesis() -> PathBuf {
     );
 }
 
-/// Waits (`timeout` at most) until no job the server started is running, so nothing
-/// touches the fixture's containers after the test: jobs are numbered from 1 (0 is
-/// tried too), and the first id past 0 that is 404 is past the last job.
-fn wait_for_jobs(s: &Served, cookie: &str, timeout: Duration) {
+/// Waits (`timeout` at most) until no job the server started is running (`/api/jobs`),
+/// so nothing touches the fixture's containers after the test; returns the jobs.
+fn wait_for_jobs(s: &Served, cookie: &str, timeout: Duration) -> serde_json::Value {
     let start = Instant::now();
-    for id in 0u64.. {
-        loop {
-            let r = s.get(&format!("/api/jobs/{id}"), Some(cookie));
-            if r.status == 404 {
-                if id == 0 {
-                    break;
-                }
-                return;
-            }
-            assert_eq!(r.status, 200, "GET /api/jobs/{id}: {r:?}");
-            let job = r.json();
-            if job["state"] != "running" {
-                break;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "job {id} still runs after {timeout:?}: {job}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
+    loop {
+        let r = s.get("/api/jobs", Some(cookie));
+        assert_eq!(r.status, 200, "GET /api/jobs: {r:?}");
+        let jobs = r.json();
+        let running: Vec<_> = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["state"] == "running")
+            .collect();
+        if running.is_empty() {
+            return jobs;
         }
+        assert!(
+            start.elapsed() < timeout,
+            "jobs still running after {timeout:?}: {running:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -91,6 +88,10 @@ fn serve_api_survives_schemathesis() {
     require_engine();
     let st = schemathesis();
     let fx = Fixture::new("fuzz");
+    fx.dm(&["deploy"]).ok();
+    // Two releases: the document's links from the releases list lead to a real rollback
+    // (to the second) and a real mark (of the first).
+    fx.push_version(crate::support::Behaviour::Good);
     fx.dm(&["deploy"]).ok();
     let mut s = serve(&fx, "127.0.0.1:0");
     let cookie = s.login();
@@ -156,7 +157,7 @@ fn serve_api_survives_schemathesis() {
     let took = start.elapsed();
 
     // Whatever it found, nothing may still act on the fixture once the test ends.
-    wait_for_jobs(&s, &cookie, Duration::from_secs(180));
+    let jobs = wait_for_jobs(&s, &cookie, Duration::from_secs(180));
     let Some(status) = status else {
         panic!("schemathesis ran longer than {RUN_TIMEOUT:?} and was killed; it said:\n{said}");
     };
@@ -165,6 +166,26 @@ fn serve_api_survives_schemathesis() {
         "schemathesis failed ({status}) after {took:?}; it said:\n{said}"
     );
     eprintln!("schemathesis passed in {took:?}:\n{said}");
+
+    // The actions it started ran as commands, and none of them crashed: each ended with
+    // one of dockmaster's exit codes (0 done, 1 failed, 2 bad input, 3 locked), never a
+    // panic (101) or a signal.
+    let jobs = jobs.as_array().unwrap();
+    assert!(!jobs.is_empty(), "no action was started: {said}");
+    for job in jobs {
+        let code = job["exit_code"].as_i64().unwrap_or(-1);
+        assert!(
+            (0..=3).contains(&code),
+            "job {} ({}) ended with {code}: {job:#}",
+            job["id"],
+            job["args"]
+        );
+    }
+    let started: Vec<String> = jobs
+        .iter()
+        .map(|j| format!("{} → {}", j["args"], j["exit_code"]))
+        .collect();
+    eprintln!("the actions it started:\n{}", started.join("\n"));
 
     // It really tested the API behind the session: every operation was called, and no
     // answer said the cookie, the CSRF token or the Origin was wrong.

@@ -131,6 +131,11 @@ impl Jobs {
             .map(|e| e.job.clone())
     }
 
+    /// Every kept job, newest first.
+    pub fn all(&self) -> Vec<Shared> {
+        self.entries.iter().rev().map(|e| e.job.clone()).collect()
+    }
+
     pub fn get(&self, id: u64) -> Option<(Shared, watch::Receiver<u64>)> {
         self.entries
             .iter()

@@ -66,6 +66,7 @@ enum Route {
     ApiReleases,
     ApiHistory,
     ApiJob(u64),
+    ApiJobs,
     OpenApi,
     Logout,
     Deploy,
@@ -97,6 +98,7 @@ fn route(path: &str) -> Option<(Method, Route)> {
         "/api/releases" => get(ApiReleases),
         "/api/history" => get(ApiHistory),
         "/api/openapi.json" => get(OpenApi),
+        "/api/jobs" => get(ApiJobs),
         "/logout" => post(Logout),
         "/deploy" => post(Deploy),
         "/mark" => post(Mark),
@@ -411,6 +413,11 @@ impl Server {
                 Some((job, _)) => json_answer(api::encode(&*job.borrow())),
                 None => json_error(StatusCode::NOT_FOUND, "no such job"),
             },
+            R::ApiJobs => {
+                let all = self.jobs.borrow().all();
+                let all: Vec<jobs::Job> = all.iter().map(|j| j.borrow().clone()).collect();
+                json_answer(api::encode(&all))
+            }
             R::OpenApi => json_answer(
                 serde_json::to_string_pretty(&api::openapi(&self.cookie))
                     .map_err(|e| (500, e.to_string())),

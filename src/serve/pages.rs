@@ -66,6 +66,7 @@ code{font-size:.95em}
  tr{background:#fff;margin:0 0 .8em;border:1px solid #e3e3e6;border-radius:.4em}
  td{border:0;padding:.25em .7em}
  td[data-label]::before{content:attr(data-label) ': ';color:#555;font-size:.85em}
+ header strong{flex-basis:100%}
  dl.facts{grid-template-columns:1fr}
  dl.facts dd{margin-bottom:.4em}
 }
