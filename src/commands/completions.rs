@@ -53,6 +53,12 @@ mod tests {
         assert_eq!(names(&public, false), names(&cli, false));
         assert!(names(&public, true).is_empty());
         assert!(names(&cli, true).contains(&"proxy".to_string()));
-        assert_eq!(public.get_arguments().count(), cli.get_arguments().count());
+        // Every visible flag, and not the hidden `--actor`.
+        assert_eq!(
+            public.get_arguments().count(),
+            cli.get_arguments().filter(|a| !a.is_hide_set()).count()
+        );
+        assert!(public.get_arguments().all(|a| a.get_id() != "actor"));
+        assert!(cli.get_arguments().any(|a| a.get_id() == "actor"));
     }
 }
