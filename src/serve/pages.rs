@@ -51,6 +51,7 @@ dl.facts dd{margin:0}
 button{font:inherit;padding:.25em .7em}
 button[disabled]{cursor:not-allowed}
 td form{display:inline;margin:0 .3em .2em 0}
+td code,td[data-label=Created],td[data-label=Size],td[data-label=Unique],td button,a.rollback{white-space:nowrap}
 a.rollback,a.button{display:inline-block;padding:.25em .7em;border:1px solid #1d2b3a;border-radius:.3em;background:#1d2b3a;color:#fff;text-decoration:none}
 form.action{margin:1em 0}
 form.action button{padding:.5em 1.2em;font-weight:600}
