@@ -125,6 +125,8 @@ fn serve_actions_roll_back_mark_prune_and_deploy_as_forms_recorded_as_web() {
         );
     }
     assert!(body.contains("action=\"/rollback\""), "{body}");
+    // The environment by its keys only (the fixture's compose file sets FAIL_START).
+    assert!(body.contains("environment keys: FAIL_START"), "{body}");
     assert!(body.contains(&format!("name=\"release\" value=\"{v1}\"")));
     assert_eq!(fx.snapshot(), before, "a GET changed something");
     assert_eq!(events(&s, &cookie), n, "a GET was recorded");
