@@ -321,10 +321,12 @@ async fn env_keys(ctx: &Ctx, container: &str) -> Vec<String> {
     else {
         return vec![];
     };
-    let mut keys: Vec<String> = c
-        .config
-        .and_then(|c| c.env)
-        .unwrap_or_default()
+    keys_of(&c.config.and_then(|c| c.env).unwrap_or_default())
+}
+
+/// `KEY=value` entries → the keys, sorted, without the ones every container has.
+fn keys_of(env: &[String]) -> Vec<String> {
+    let mut keys: Vec<String> = env
         .iter()
         .map(|kv| {
             kv.split_once('=')
@@ -336,4 +338,23 @@ async fn env_keys(ctx: &Ctx, container: &str) -> Vec<String> {
     keys.sort();
     keys.dedup();
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_keys_never_values() {
+        let env = [
+            "PATH=/bin".to_string(),
+            "DATABASE_URL=postgres://u:hunter2@db/x".to_string(),
+            "EMPTY=".to_string(),
+            "API_TOKEN=s3cr3t=with=equals".to_string(),
+        ];
+        let keys = keys_of(&env);
+        assert_eq!(keys, ["API_TOKEN", "DATABASE_URL", "EMPTY"]);
+        let shown = keys.join(",");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"));
+    }
 }
