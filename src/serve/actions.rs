@@ -174,8 +174,7 @@ pub async fn checked(ctx: &Ctx, action: Action) -> Result<Vec<String>, Refusal> 
     match action {
         Action::Deploy => Ok(s(&["deploy", "--yes"])),
         Action::Rollback(release) => {
-            let (rows, _) = target(ctx, &release).await?;
-            drop(rows);
+            target(ctx, &release).await?;
             Ok(s(&["rollback", &release]))
         }
         Action::Prune { rules, .. } => {

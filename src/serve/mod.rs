@@ -384,12 +384,13 @@ impl Server {
                 ),
             },
             R::JobEvents(id) => {
-                let from = param(query, "from")
-                    .or_else(|| header_str(&req, HeaderName::from_static("last-event-id")).map(|s| {
-                        // The last id seen: go on after it.
-                        s.parse::<usize>().map_or(0, |n| n + 1).to_string()
-                    }))
-                    .and_then(|s| s.parse().ok())
+                // A reconnecting EventSource asks again for its first URL (`?from=`), and
+                // says the last line it got (`Last-Event-ID`): that one wins.
+                let after_last = header_str(&req, HeaderName::from_static("last-event-id"))
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .map(|n| n + 1);
+                let from = after_last
+                    .or_else(|| param(query, "from").and_then(|s| s.parse().ok()))
                     .unwrap_or(0);
                 match self.jobs.borrow().get(id) {
                     Some((job, changed)) => sse::job_events(job, changed, from),
