@@ -97,6 +97,38 @@ fn serve_actions_roll_back_mark_prune_and_deploy_as_forms_recorded_as_web() {
     let page = s.get("/", Some(&cookie));
     assert_eq!(page.status, 200);
     let csrf = csrf_of(&page.body);
+    // Nothing fetched from anywhere: the one script is the binary's own, and the policy
+    // allows nothing else.
+    assert!(
+        page.body
+            .contains("<script src=\"/static/app.js\" defer></script>")
+    );
+    assert!(!page.body.contains("src=\"http") && !page.body.contains("href=\"http"));
+    let csp = page.header("Content-Security-Policy").unwrap();
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'self'; connect-src 'self';"),
+        "{csp}"
+    );
+    let js = s.get("/static/app.js", Some(&cookie));
+    assert_eq!(js.status, 200);
+    assert_eq!(
+        js.header("Content-Type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(
+        js.body.contains("new EventSource(\"/events/status\")"),
+        "{}",
+        js.body
+    );
+    assert!(
+        !js.body.contains("http"),
+        "the script loads nothing from elsewhere"
+    );
+    assert_eq!(
+        s.get("/static/app.js", None).status,
+        303,
+        "the script needs a session"
+    );
     assert!(
         page.body.contains(
             "<form id=\"deploy-form\" class=\"action\" method=\"post\" action=\"/deploy\">"
