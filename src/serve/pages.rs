@@ -450,7 +450,7 @@ pub fn confirm_rollback(c: &Confirm, csrf: &str) -> String {
     let describe = |r: &Row| {
         format!(
             "commit <code>{}</code> “{}”, built {} UTC, image {} ({}){}",
-            escape(&r.commit),
+            escape(r.commit.get(..7).unwrap_or(&r.commit)),
             opt(r.subject.as_deref()),
             escape(&when(&r.created)),
             escape(crate::output::short_id(&r.image_id)),
