@@ -162,7 +162,11 @@ fn a_release_failing_half_its_requests_is_rolled_back_by_the_watch_without_a_fai
 
 #[test]
 fn a_healthy_release_is_kept_and_marked_known_good_when_its_watch_ends() {
-    let fx = fixture("watchok", "");
+    // The latency rule is loose here: two identical releases' p95 differed 2.6× once on
+    // the 2-core CI machine while the browser and fuzz tests ran beside this one, and
+    // this test is about keeping a healthy release. The latency rule has its own test
+    // (`a_latency_regression_trips_the_p95_threshold`: a release 300 ms slower).
+    let fx = fixture("watchok", "max_p95_ratio = 20.0\n");
     fx.dm(&["deploy"]).ok();
     let traffic = Traffic::start(&fx);
     let tag2 = fx.tag_today(&fx.push_version(Behaviour::Good));
