@@ -128,7 +128,9 @@ async fn legacy_builder(buildkit: Option<bool>) -> bool {
 /// removal elsewhere (another app's prune, `docker image prune`) can delete the untagged
 /// parent a build has just taken from its cache, and the builder then fails with
 /// "unknown parent image ID", or — when the removal lands a moment earlier — "failed to
-/// get digest sha256:…: open …/imagedb/content/sha256/…: no such file or directory". A
+/// get digest sha256:…: open …/imagedb/content/sha256/…: no such file or directory", or,
+/// when the next step's container is created from the lost parent, `unable to find image
+/// "sha256:…"` (an image id: a build's own names are never ids). A
 /// second build finds the cache as it now is; when that one loses a step too (removals
 /// keep coming: a busy engine), the third builds without the cache, which no removal can
 /// take from under it.
@@ -158,6 +160,7 @@ async fn run_build_retrying(
 /// Did the build fail because an image it took from its cache was removed under it?
 fn lost_cached_image(error: &str) -> bool {
     error.contains("unknown parent image ID")
+        || error.contains("unable to find image \"sha256:")
         || error.lines().any(|l| {
             l.contains("failed to get digest sha256:")
                 && l.contains("/imagedb/content/sha256/")
@@ -268,6 +271,13 @@ mod tests {
         ));
         assert!(lost_cached_image(
             "Error response from daemon: unknown parent image ID sha256:ab"
+        ));
+        // Seen in CI: the step after three cached ones, its parent removed meanwhile.
+        assert!(lost_cached_image(
+            "Step 5/8 : COPY www /www\n  unable to find image \"sha256:f39b63a74de6c6eece38645465393324bca159b24432cae3591c9857091c13e0\""
+        ));
+        assert!(!lost_cached_image(
+            "unable to find image \"busybox:latest\" locally"
         ));
         assert!(!lost_cached_image(
             "COPY failed: file not found in build context: stat missing.txt: no such file or directory"
