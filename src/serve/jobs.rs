@@ -237,7 +237,9 @@ pub fn start(
     Ok(job)
 }
 
-async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+/// The next line of a pipe that is still open; pending forever once it is closed (None),
+/// so a `select!` over two pipes waits on the other.
+pub(super) async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
     lines: &mut Option<tokio::io::Lines<R>>,
 ) -> Option<String> {
     match lines {

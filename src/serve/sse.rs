@@ -175,8 +175,8 @@ pub fn log_events(launcher: &Launcher) -> Resp {
         let mut err = child.stderr.take().map(|s| BufReader::new(s).lines());
         while out.is_some() || err.is_some() {
             let line = tokio::select! {
-                l = next(&mut out) => match l { Some(l) => l, None => { out = None; continue } },
-                l = next(&mut err) => match l { Some(l) => l, None => { err = None; continue } },
+                l = jobs::next_line(&mut out) => match l { Some(l) => l, None => { out = None; continue } },
+                l = jobs::next_line(&mut err) => match l { Some(l) => l, None => { err = None; continue } },
                 () = tokio::time::sleep(KEEPALIVE) => {
                     if tx.send(Bytes::from_static(COMMENT)).await.is_err() {
                         return;
@@ -191,15 +191,6 @@ pub fn log_events(launcher: &Launcher) -> Resp {
         // Dropping `child` kills a command that is somehow still running.
     });
     resp
-}
-
-async fn next<R: tokio::io::AsyncBufRead + Unpin>(
-    lines: &mut Option<tokio::io::Lines<R>>,
-) -> Option<String> {
-    match lines {
-        Some(l) => l.next_line().await.ok().flatten(),
-        None => std::future::pending().await,
-    }
 }
 
 /// The live release's last `n` log lines, for the logs page (bounded in time: a page
